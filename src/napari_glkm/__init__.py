@@ -1,0 +1,87 @@
+"""napari-glkm: blind motion deblurring with generative latent kernel models (GLKM).
+
+Public API::
+
+    from napari_glkm import deblur
+    result = deblur(image, preset="fast")      # DeblurResult: image, kernel, losses, timings
+
+``iter_deblur`` is the same computation as a generator of snapshots (for live previews);
+``load_weights`` reads a generator file (ours or an official GLKM ``.pth``).
+Importing this package never imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .backend.solver import PRESETS, DeblurResult, DeblurStep, iter_deblur
+from .backend.weights import WeightsError, load_generator
+
+try:
+    __version__ = version("napari-glkm")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "deblur",
+    "iter_deblur",
+    "DeblurResult",
+    "DeblurStep",
+    "load_weights",
+    "WeightsError",
+    "PRESETS",
+    "__version__",
+]
+
+
+def deblur(image, **options) -> DeblurResult:
+    """Blind deblurring of one image; runs :func:`iter_deblur` to the end.
+
+    Parameters
+    ----------
+    image:
+        ``(H, W)`` gray or ``(H, W, 3)`` / ``(H, W, 4)`` colour array (uint8, uint16, other
+        integers or float). Never modified.
+    **options:
+        Keyword options of :func:`iter_deblur`: ``kernel_size=31``, ``preset="default"``
+        (``"fast"``, ``"default"``, ``"quality"``), ``device="auto"``, ``seed=0``,
+        ``iterations``, ``kernel_prior="glkm"``, ``weights``.
+
+    Returns
+    -------
+    DeblurResult
+        ``image`` (input's shape and value range, float32), ``kernel`` ``(k, k)``,
+        ``kernel_size``, ``losses``, ``timings``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from napari_glkm import deblur
+    >>> img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    >>> res = deblur(img, preset="fast", iterations=1)
+    >>> res.image.shape, res.kernel.shape
+    ((96, 96), (31, 31))
+    """
+    options.pop("preview_every", None)
+    last = None
+    for last in iter_deblur(image, preview_every=10**9, **options):
+        pass
+    assert last is not None and last.final  # the generator always ends with a final step
+    return DeblurResult(
+        image=last.image, kernel=last.kernel, kernel_size=last.kernel.shape[0],
+        losses=list(last.history), timings=dict(last.timings),
+    )
+
+
+def load_weights(path, kernel_size: int | None = None):
+    """Load a kernel generator from ``path`` (our safetensors or an official ``.pth``).
+
+    ``.pth`` files are read with ``torch.load(weights_only=True)``: a file that would run code
+    is refused. Returns the generator (eval mode); pass ``weights=path`` to :func:`deblur` to
+    deblur with it.
+    """
+    if kernel_size is None:
+        from .backend.weights import generator_from_state_dict, read_any_state_dict
+
+        return generator_from_state_dict(read_any_state_dict(path))
+    return load_generator(kernel_size, path)

@@ -1,0 +1,209 @@
+"""Non-blind deconvolution with a known kernel.
+
+* :func:`wiener_deconv` — one FFT, for live previews.
+* :func:`l0_deconv` — L0-gradient deconvolution by half-quadratic splitting (Xu, Zheng & Jia,
+  "Unnatural L0 sparse representation for natural image deblurring", CVPR 2013; as used by
+  Pan et al. 2014). Its piecewise-constant, sharp-edged output is what kernel estimation needs.
+* :func:`sparse_deconv` — hyper-Laplacian deconvolution (Levin et al. 2007, |∇x|^α with
+  α = 0.8) by iteratively re-weighted least squares and conjugate gradients on the exact
+  *valid* blur model, so image borders need no periodic assumption. This is the final,
+  full-resolution restoration step.
+
+The FFT-based solvers work on a periodic domain; :func:`periodic_pad` first extends the
+blurry image so that it wraps around smoothly (no seam), in the spirit of Liu & Jia (ICIP
+2008).
+
+All functions take ``y`` ``(B, C, H, W)`` and a kernel ``(1, 1, k, k)`` (odd ``k``) and return
+tensors of the same dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .blur import conv_valid, conv_valid_adjoint
+
+__all__ = ["periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv"]
+
+
+def periodic_pad(y: torch.Tensor, pad: int) -> torch.Tensor:
+    """Extend ``y`` by ``pad`` pixels per side so that the result is smooth when wrapped.
+
+    The band between the right and left edges (and between bottom and top) is filled by a
+    cosine blend from one edge's values to the other's, after a light blur of the edges so
+    the band carries no noise.
+    """
+    if pad <= 0:
+        return y
+    out = y
+    for dim in (-1, -2):
+        n = out.shape[dim]
+        first = out.narrow(dim, 0, 1)
+        last = out.narrow(dim, n - 1, 1)
+        # 2*pad samples strictly between last (t=0) and first (t=1).
+        t = (torch.arange(1, 2 * pad + 1, dtype=y.dtype, device=y.device) / (2 * pad + 1))
+        w = 0.5 - 0.5 * torch.cos(torch.pi * t)
+        shape = [1] * out.ndim
+        shape[dim] = 2 * pad
+        w = w.reshape(shape)
+        band = last * (1 - w) + first * w
+        out = torch.cat([band.narrow(dim, pad, pad), out, band.narrow(dim, 0, pad)], dim=dim)
+    return out
+
+
+def psf2otf(k: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Real FFT of kernel ``(…, k, k)`` centred at the origin of a periodic grid ``shape``."""
+    kh, kw = k.shape[-2:]
+    padded = F.pad(k, (0, shape[1] - kw, 0, shape[0] - kh))
+    padded = torch.roll(padded, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
+    return torch.fft.rfft2(padded)
+
+
+def _diff_otfs(shape: tuple[int, int], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    dx = torch.zeros(1, 1, 1, 3, dtype=dtype, device=device)
+    dx[..., 1], dx[..., 2] = -1, 1
+    dy = dx.transpose(-1, -2)
+    return psf2otf(dx, shape), psf2otf(dy, shape)
+
+
+def _crop_valid_domain(x: torch.Tensor, pad: int, h: int, w: int, k: int) -> torch.Tensor:
+    c = k // 2
+    return x[..., pad - c : pad - c + h + k - 1, pad - c : pad - c + w + k - 1]
+
+
+def wiener_deconv(y: torch.Tensor, k: torch.Tensor, nsr: float = 1e-3) -> torch.Tensor:
+    """Wiener-like deconvolution with a gradient regulariser; output has ``y``'s size.
+
+    ``nsr`` weighs ``|∇x|²`` against the data term (larger = smoother).
+    """
+    kk = k.shape[-1]
+    h, w = y.shape[-2:]
+    pad = kk
+    yp = periodic_pad(y, pad)
+    shape = yp.shape[-2:]
+    kf = psf2otf(k, shape)
+    gx, gy = _diff_otfs(shape, y.dtype, y.device)
+    num = torch.fft.rfft2(yp) * kf  # blur is a correlation: Y = X conj(K)
+    den = kf.abs() ** 2 + nsr * (gx.abs() ** 2 + gy.abs() ** 2)
+    x = torch.fft.irfft2(num / den, s=shape)
+    return x[..., pad : pad + h, pad : pad + w]
+
+
+def l0_deconv(
+    y: torch.Tensor,
+    k: torch.Tensor,
+    lam: float,
+    *,
+    beta_max: float = 1e5,
+    kappa: float = 2.0,
+) -> torch.Tensor:
+    """L0-gradient deconvolution; returns the estimate on the valid-model domain.
+
+    Solves ``min_x ||x ⋆ k - y||² + lam ||∇x||_0`` by half-quadratic splitting with
+    ``beta`` growing from ``2 lam`` by ``kappa`` up to ``beta_max``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H + k - 1, W + k - 1)``: the sharp image that :func:`conv_valid` maps to ``y``.
+    """
+    kk = k.shape[-1]
+    h, w = y.shape[-2:]
+    pad = kk
+    yp = periodic_pad(y, pad)
+    shape = yp.shape[-2:]
+    kf = psf2otf(k, shape)
+    gx, gy = _diff_otfs(shape, y.dtype, y.device)
+    ktk = kf.abs() ** 2
+    dtd = gx.abs() ** 2 + gy.abs() ** 2
+    kty = torch.fft.rfft2(yp) * kf  # K^H applied to y for the correlation model
+    x = yp
+    beta = 2 * lam
+    while beta < beta_max:
+        xf = torch.fft.rfft2(x)
+        hx = torch.fft.irfft2(xf * gx, s=shape)
+        vy = torch.fft.irfft2(xf * gy, s=shape)
+        keep = (hx**2 + vy**2) >= lam / beta
+        hx, vy = hx * keep, vy * keep
+        num = kty + beta * (torch.fft.rfft2(hx) * gx.conj() + torch.fft.rfft2(vy) * gy.conj())
+        x = torch.fft.irfft2(num / (ktk + beta * dtd), s=shape)
+        beta *= kappa
+    return _crop_valid_domain(x, pad, h, w, kk)
+
+
+def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def _grad_adjoint(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    ax = F.pad(gx, (1, 0)) - F.pad(gx, (0, 1))
+    ay = F.pad(gy, (0, 0, 1, 0)) - F.pad(gy, (0, 0, 0, 1))
+    return ax + ay
+
+
+def sparse_deconv(
+    y: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    lam: float = 2e-3,
+    alpha: float = 0.8,
+    outer: int = 4,
+    cg_iters: int = 30,
+    eps: float = 1e-3,
+    x0: torch.Tensor | None = None,
+    return_valid_domain: bool = False,
+) -> torch.Tensor:
+    """Hyper-Laplacian (``|∇x|^alpha``) deconvolution on the exact valid model.
+
+    Minimises ``||x ⋆ k - y||² + lam Σ |∇x|^alpha`` over ``x`` of size ``(H+k-1, W+k-1)`` by
+    IRLS (``outer`` re-weightings) with conjugate gradients (``cg_iters`` per re-weighting).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)``, the estimate aligned with ``y`` (centre crop of the valid domain), or
+        the whole valid domain with ``return_valid_domain=True``.
+    """
+    kk = k.shape[-1]
+    c = kk // 2
+    if x0 is None:
+        x = F.pad(y, (c, c, c, c), mode="replicate")
+    else:
+        x = x0.clone()
+    rhs = conv_valid_adjoint(y, k)
+    wx = torch.ones_like(x[..., :, 1:])
+    wy = torch.ones_like(x[..., 1:, :])
+
+    def normal_op(v: torch.Tensor) -> torch.Tensor:
+        gx, gy = _grad(v)
+        return conv_valid_adjoint(conv_valid(v, k, method="fft"), k) + lam * _grad_adjoint(
+            wx * gx, wy * gy
+        )
+
+    for it in range(outer):
+        if it > 0:  # the first solve is quadratic (weights 1), then IRLS re-weighting
+            gx, gy = _grad(x)
+            wx = alpha / 2 * gx.abs().clamp_min(eps) ** (alpha - 2)
+            wy = alpha / 2 * gy.abs().clamp_min(eps) ** (alpha - 2)
+        x = _conjugate_gradient(normal_op, rhs, x, cg_iters)
+    if return_valid_domain:
+        return x
+    return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
+
+
+def _conjugate_gradient(op, b: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+    """Batched CG for the SPD system ``op(x) = b`` (one system per (B, C) slice)."""
+    dims = (-2, -1)
+    r = b - op(x)
+    p = r.clone()
+    rs = (r * r).sum(dims, keepdim=True)
+    for _ in range(iters):
+        ap = op(p)
+        alpha = rs / (p * ap).sum(dims, keepdim=True).clamp_min(1e-30)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum(dims, keepdim=True)
+        p = r + (rs_new / rs.clamp_min(1e-30)) * p
+        rs = rs_new
+    return x

@@ -1,0 +1,232 @@
+"""Shipped weights: registry, safetensors I/O with sha256 checks, official ``.pth`` import.
+
+Shipped files live in ``napari_glkm/weights/`` next to ``manifest.json``, which records for
+each file its role (``generator`` / ``initializer``), kernel size, sha256, how it was trained
+and what it scores. Files are verified against the manifest before they are used.
+
+Only safetensors are shipped. Foreign PyTorch checkpoints (official GLKM/GKPILE ``netG_*.pth``)
+are read with ``torch.load(..., weights_only=True)``, which refuses pickles that would run
+code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .generator import SUPPORTED_SIZES, KernelGenerator
+
+__all__ = [
+    "WeightsError",
+    "WeightsEntry",
+    "shipped_weights",
+    "shipped_entry",
+    "sha256_file",
+    "save_state_dict",
+    "load_state_dict",
+    "load_generator",
+    "generator_from_state_dict",
+    "convert_official_generator_keys",
+]
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, corrupt, of the wrong kind, or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One shipped weights file as described in ``manifest.json``."""
+
+    name: str
+    role: str
+    kernel_size: int
+    file: str
+    sha256: str
+    training: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return _weights_dir() / self.file
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("napari_glkm") / "weights"))
+
+
+@lru_cache(maxsize=1)
+def _manifest() -> dict[str, Any]:
+    path = _weights_dir() / "manifest.json"
+    if not path.exists():
+        return {"weights": []}
+    return json.loads(path.read_text())
+
+
+def shipped_weights() -> list[WeightsEntry]:
+    """All weights shipped in the package, as listed in the manifest."""
+    return [WeightsEntry(**entry) for entry in _manifest()["weights"]]
+
+
+def shipped_entry(role: str, kernel_size: int) -> WeightsEntry:
+    """The shipped entry for ``role`` and ``kernel_size``, or a clear error naming the fix."""
+    for entry in shipped_weights():
+        if entry.role == role and entry.kernel_size == kernel_size:
+            return entry
+    available = sorted(e.kernel_size for e in shipped_weights() if e.role == role)
+    raise WeightsError(
+        f"no shipped {role} weights for kernel size {kernel_size} (shipped sizes: {available}). "
+        f"Choose one of those sizes, or train one with `napari-glkm train-generator --size "
+        f"{kernel_size}` and pass the resulting file as weights=..."
+    )
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    *,
+    half: bool = False,
+) -> str:
+    """Write a state dict as safetensors atomically (temp file + rename); return its sha256.
+
+    ``half=True`` stores floating tensors as float16 (loading converts back to float32).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in state.items():
+        value = value.detach().cpu().contiguous()
+        if half and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha256_file(path)
+
+
+def load_state_dict(path: str | os.PathLike, *, expected_sha256: str | None = None) -> dict:
+    """Read a safetensors file into float32 tensors, verifying its sha256 when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if expected_sha256 is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise WeightsError(
+                f"{path.name} does not match its manifest (sha256 {actual[:12]}… expected "
+                f"{expected_sha256[:12]}…); the file is corrupt or was replaced — reinstall "
+                f"napari-glkm"
+            )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path.name} is not a readable safetensors file: {exc}") from exc
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def convert_official_generator_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the older official key layout (``main1.0.X``, ``main2.{1,2,3}``) to ours.
+
+    Ours (and the newer official one) is ``layer1.X`` and ``layers.{0,1,2}``. Keys already in
+    our layout pass through unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if key.startswith("main1.0."):
+            key = "layer1." + key[len("main1.0."):]
+        elif key.startswith("main2."):
+            idx, rest = key[len("main2."):].split(".", 1)
+            key = f"layers.{int(idx) - 1}.{rest}"
+        out[key] = value
+    return out
+
+
+def _infer_generator_size(state: dict[str, torch.Tensor]) -> int:
+    for size in SUPPORTED_SIZES:
+        ref = KernelGenerator(size).state_dict()
+        if set(ref) == set(state) and all(ref[k].shape == state[k].shape for k in ref):
+            return size
+    raise WeightsError(
+        "these weights do not match any generator architecture "
+        f"(sizes {list(SUPPORTED_SIZES)}): keys or shapes differ"
+    )
+
+
+def generator_from_state_dict(
+    state: dict[str, torch.Tensor], kernel_size: int | None = None
+) -> KernelGenerator:
+    """Build an eval-mode :class:`KernelGenerator` from a state dict, checking keys and shapes."""
+    state = convert_official_generator_keys(state)
+    size = _infer_generator_size(state)
+    if kernel_size is not None and size != kernel_size:
+        raise WeightsError(
+            f"these generator weights are for kernel size {size}, not {kernel_size}"
+        )
+    gen = KernelGenerator(size)
+    gen.load_state_dict(state)
+    gen.eval()
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    return gen
+
+
+def load_generator(kernel_size: int = 31, path: str | os.PathLike | None = None) -> KernelGenerator:
+    """Load the shipped generator for ``kernel_size``, or the generator stored at ``path``.
+
+    ``path`` may be one of our safetensors files or an official ``.pth`` state dict.
+    """
+    if path is None:
+        entry = shipped_entry("generator", kernel_size)
+        state = load_state_dict(entry.path, expected_sha256=entry.sha256)
+        return generator_from_state_dict(state, kernel_size)
+    return generator_from_state_dict(read_any_state_dict(path), kernel_size)
+
+
+def read_any_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, or a PyTorch ``.pth``/``.pt`` state dict without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_state_dict(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise WeightsError(
+            f"refused to load {path.name}: it is not a plain PyTorch state dict "
+            f"(only tensors are accepted; nothing in it was executed). Details: {exc}"
+        ) from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path.name} does not contain a state dict of tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}

@@ -1,0 +1,183 @@
+"""Command line: ``napari-glkm deblur``, ``sample`` and ``train-generator``.
+
+Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
+exit with status 2; inputs are never overwritten and outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._io import ImageFileError, read_image, to_dtype, write_image
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _kernel_image(kernel: np.ndarray, path: Path) -> np.ndarray:
+    """Kernels go to PNG/JPEG scaled to 0..255 (max = 255), to TIFF/NPY as raw float32."""
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        return to_dtype(kernel / max(float(kernel.max()), 1e-12) * 255.0, np.uint8)
+    return kernel.astype(np.float32)
+
+
+def _output_pixels(result: np.ndarray, source: np.ndarray, out: Path, dtype: str) -> np.ndarray:
+    """Convert the float32 result (input's value range) to what ``out`` can hold."""
+    raw = out.suffix.lower() in (".tif", ".tiff", ".npy")
+    if dtype == "float32":
+        if not raw:
+            raise CLIError("--dtype float32 needs a .tif or .npy output")
+        return result.astype(np.float32)
+    if np.issubdtype(source.dtype, np.integer):
+        return to_dtype(result, source.dtype)
+    if raw:
+        return result.astype(np.float32)
+    lo, hi = float(source.min()), float(source.max())
+    return to_dtype((result - lo) / max(hi - lo, 1e-12) * 255.0, np.uint8)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _cmd_deblur(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import iter_deblur
+
+    src = Path(args.input)
+    out = Path(args.output)
+    for target in [out] + ([Path(args.kernel_out)] if args.kernel_out else []):
+        if _same_file(src, target):
+            raise CLIError(f"refusing to write over the input file {src}; choose another output")
+        if target.exists() and not args.overwrite:
+            raise CLIError(f"{target} exists; pass --overwrite to replace it")
+    img = read_image(src)
+    options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
+                   seed=args.seed, iterations=args.iterations, weights=args.weights,
+                   kernel_prior=args.kernel_prior, preview_every=1)
+    steps = iter_deblur(img.data, **options)
+    last = None
+    with tqdm(desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
+        for step in steps:
+            bar.total = step.total
+            bar.n = step.iteration + 1
+            bar.set_postfix(stage=step.stage, loss=f"{step.loss:.3g}", refresh=False)
+            bar.refresh()
+            last = step
+    assert last is not None
+    write_image(out, _output_pixels(last.image, img.data, out, args.dtype), tiff=img.tiff,
+                overwrite=args.overwrite)
+    if args.kernel_out:
+        kpath = Path(args.kernel_out)
+        write_image(kpath, _kernel_image(last.kernel, kpath), overwrite=args.overwrite)
+    if not args.quiet:
+        t = last.timings.get("total", float("nan"))
+        print(f"wrote {out} (kernel {last.kernel.shape[0]} px, {t:.1f} s)")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from ._sample_data import blurred_sample
+
+    s = blurred_sample(args.name)
+    out = Path(args.output)
+    write_image(out, to_dtype(s.blurry * 255.0, np.uint8) if out.suffix.lower() != ".tif"
+                else s.blurry, overwrite=args.overwrite)
+    if args.kernel_out:
+        kpath = Path(args.kernel_out)
+        write_image(kpath, _kernel_image(s.kernel, kpath), overwrite=args.overwrite)
+    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + 1% noise)")
+    return 0
+
+
+def _cmd_train_generator(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backend.train.gan import GANConfig, train_generator
+
+    cfg = GANConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    seed=args.seed, checkpoint_every=args.checkpoint_every)
+    with tqdm(total=cfg.steps, desc=f"GAN size {cfg.size}", unit="step") as bar:
+        def progress(step: int, total: int, m: dict) -> None:
+            bar.n = step
+            bar.set_postfix(d=f"{m['loss_d']:.3f}", g=f"{m['loss_g']:.3f}", refresh=False)
+            bar.refresh()
+        path = train_generator(cfg, args.out, resume=not args.no_resume, device=args.device,
+                               on_progress=progress)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backend.solver import PRESETS
+
+    p = argparse.ArgumentParser(prog="napari-glkm", description="Blind motion deblurring (GLKM).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("deblur", help="deblur an image file (PNG, JPEG, TIFF)")
+    d.add_argument("input", help="blurry image file")
+    d.add_argument("-o", "--output", required=True, help="restored image file")
+    d.add_argument("--kernel-out", help="also write the estimated kernel (PNG scaled, TIFF/NPY raw)")
+    d.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    d.add_argument("--kernel-size", type=int, default=31, help="kernel side in pixels (odd)")
+    d.add_argument("--iterations", type=int, default=None,
+                   help="alternations per pyramid scale (overrides the preset)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    d.add_argument("--weights", default=None, help="generator weights file (safetensors or .pth)")
+    d.add_argument("--kernel-prior", default="glkm", choices=["glkm", "free"])
+    d.add_argument("--dtype", default="input", choices=["input", "float32"],
+                   help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
+    d.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=_cmd_deblur)
+
+    s = sub.add_parser("sample", help="write a shipped blurred sample image")
+    s.add_argument("name", nargs="?", default="camera", choices=["camera", "astronaut", "cell"])
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--kernel-out", help="also write the true kernel")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_sample)
+
+    t = sub.add_parser("train-generator", help="train a kernel generator (GAN) on synthetic kernels")
+    t.add_argument("--size", type=int, default=31, choices=[31, 55, 65, 75])
+    t.add_argument("--steps", type=int, default=15600)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=250)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
+    t.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
+    t.set_defaults(func=_cmd_train_generator)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .backend.weights import WeightsError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ImageFileError, WeightsError, ValueError) as exc:
+        print(f"napari-glkm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-glkm: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
