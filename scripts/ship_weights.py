@@ -37,8 +37,9 @@ def main() -> None:
                           half=args.half)
     scores = {}
     if args.scores:
-        p = Path(args.scores)
-        scores = json.loads(p.read_text()) if p.exists() else json.loads(args.scores)
+
+        text = args.scores.strip()
+        scores = json.loads(text) if text.startswith("{") else json.loads(Path(text).read_text())
     manifest_path = WEIGHTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"weights": []}
     entries = [e for e in manifest["weights"] if e["name"] != name]

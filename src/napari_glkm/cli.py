@@ -7,6 +7,7 @@ exit with status 2; inputs are never overwritten and outputs are written atomica
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -62,20 +63,20 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
             raise CLIError(f"refusing to write over the input file {src}; choose another output")
         if target.exists() and not args.overwrite:
             raise CLIError(f"{target} exists; pass --overwrite to replace it")
+        if not target.parent.is_dir():
+            raise CLIError(f"output folder does not exist: {target.parent}")
     img = read_image(src)
     options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1)
     steps = iter_deblur(img.data, **options)
-    last = None
-    with tqdm(desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
-        for step in steps:
-            bar.total = step.total
+    last = next(steps)  # validates the image and the options before any progress bar shows
+    with tqdm(total=last.total, desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
+        for step in itertools.chain([last], steps):
             bar.n = step.iteration + 1
             bar.set_postfix(stage=step.stage, loss=f"{step.loss:.3g}", refresh=False)
             bar.refresh()
             last = step
-    assert last is not None
     write_image(out, _output_pixels(last.image, img.data, out, args.dtype), tiff=img.tiff,
                 overwrite=args.overwrite)
     if args.kernel_out:

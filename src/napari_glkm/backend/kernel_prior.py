@@ -41,12 +41,22 @@ class GeneratorKernelPrior(nn.Module):
     fmap:
         Initial feature map ``(1, 256, s, s)``; by default the map of a random latent drawn
         with ``seed``.
+    crop:
+        Kernel size to return (odd, at most the generator's): the centre crop of the generated
+        kernel, renormalised. Lets a 31-pixel generator serve every smaller kernel size.
     """
 
     def __init__(
-        self, generator: KernelGenerator, fmap: torch.Tensor | None = None, seed: int = 0
+        self,
+        generator: KernelGenerator,
+        fmap: torch.Tensor | None = None,
+        seed: int = 0,
+        crop: int | None = None,
     ) -> None:
         super().__init__()
+        if crop is not None and (crop > generator.size or crop % 2 == 0):
+            raise ValueError(f"crop must be odd and at most {generator.size}, got {crop}")
+        self._crop = crop or generator.size
         self.generator = generator.eval()
         for p in self.generator.parameters():
             p.requires_grad_(False)
@@ -54,12 +64,13 @@ class GeneratorKernelPrior(nn.Module):
             g = torch.Generator().manual_seed(seed)
             z = torch.randn(1, generator.latent_dim, 1, 1, generator=g)
             with torch.no_grad():
-                fmap = generator.features(z.to(next(generator.parameters()).device))
+                ref = next(generator.parameters())
+                fmap = generator.features(z.to(ref.device, ref.dtype))
         self.fmap = nn.Parameter(fmap.detach().clone())
 
     @property
     def size(self) -> int:
-        return self.generator.size
+        return self._crop
 
     def train(self, mode: bool = True) -> "GeneratorKernelPrior":
         super().train(mode)
@@ -68,6 +79,10 @@ class GeneratorKernelPrior(nn.Module):
 
     def forward(self, size: int | None = None) -> torch.Tensor:
         k = self.generator.decode(self.fmap)
+        if self._crop < self.generator.size:
+            m = (self.generator.size - self._crop) // 2
+            k = k[..., m : m + self._crop, m : m + self._crop]
+            k = k / k.sum(dim=(-2, -1), keepdim=True)
         return k if size is None else resize_kernel(k, size)
 
 

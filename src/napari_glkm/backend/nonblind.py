@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 from .blur import conv_valid, conv_valid_adjoint
 
-__all__ = ["periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv"]
+__all__ = [
+    "periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv", "conjugate_gradient",
+]
 
 
 def periodic_pad(y: torch.Tensor, pad: int) -> torch.Tensor:
@@ -186,13 +188,13 @@ def sparse_deconv(
             gx, gy = _grad(x)
             wx = alpha / 2 * gx.abs().clamp_min(eps) ** (alpha - 2)
             wy = alpha / 2 * gy.abs().clamp_min(eps) ** (alpha - 2)
-        x = _conjugate_gradient(normal_op, rhs, x, cg_iters)
+        x = conjugate_gradient(normal_op, rhs, x, cg_iters)
     if return_valid_domain:
         return x
     return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
 
 
-def _conjugate_gradient(op, b: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+def conjugate_gradient(op, b: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
     """Batched CG for the SPD system ``op(x) = b`` (one system per (B, C) slice)."""
     dims = (-2, -1)
     r = b - op(x)

@@ -1,13 +1,18 @@
 """``iter_deblur()``: the one blind-deblurring loop behind the API, the CLI and the napari widget.
 
-Pipeline (GLKM kernel prior throughout):
+Pipeline:
 
-1. **kernel** — coarse-to-fine estimation of the kernel on the luminance (L0 image steps +
-   Adam on the generator's first-layer feature map), see :mod:`.stages`;
-2. **dip** — optional joint Deep-Image-Prior / kernel refinement (the paper's DIP-GLKM loop),
-   started from the estimated kernel;
-3. **final** — every channel of the full-resolution image restored by hyper-Laplacian
-   non-blind deconvolution with the estimated kernel.
+1. **kernel** — coarse-to-fine estimation of a pixel kernel on the luminance (L0 image steps
+   and least-squares kernel steps), on the most informative crop of large images, after a
+   light TV denoising when the estimated noise level calls for it;
+2. **glkm** — GAN inversion: the generator's first-layer feature map is fitted to that kernel,
+   so the kernel becomes a point of GLKM's kernel space;
+3. **dip** — optional joint Deep-Image-Prior / feature-map optimisation (the paper's DIP-GLKM
+   loop), started from that feature map;
+4. **final** — every channel of the full-resolution image restored by hyper-Laplacian
+   non-blind deconvolution with the kernel (see ``DeblurOptions.final_kernel``).
+
+See docs/algorithm.md for the reasoning and the measurements behind this order.
 
 The generator yields a :class:`DeblurStep` after every iteration that is a preview point; the
 last one has ``final=True``. Previews are computed lazily (a Wiener deconvolution, only when
@@ -25,9 +30,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .noise import denoise_for_kernel_estimation, estimate_noise
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior
 from .nonblind import sparse_deconv, wiener_deconv
-from .stages import DIPConfig, PyramidConfig, coarse_to_fine_stage, dip_stage, pyramid_sizes
+from .stages import (
+    DIPConfig,
+    ProjectionConfig,
+    PyramidConfig,
+    coarse_to_fine_stage,
+    dip_stage,
+    informative_crop,
+    projection_stage,
+    pyramid_sizes,
+)
 from .validation import PreparedImage, check_kernel_size, prepare_image
 from .weights import load_generator
 
@@ -39,7 +54,9 @@ class DeblurOptions:
     """Everything that controls a run; presets fill it, keyword overrides replace fields."""
 
     pyramid: PyramidConfig = PyramidConfig()
+    projection: ProjectionConfig = ProjectionConfig()
     dip: DIPConfig = DIPConfig()
+    final_kernel: str = "estimate"  # "estimate" (pixel kernel) or "prior" (GLKM kernel)
     final_lambda: float = 2e-3
     final_alpha: float = 0.8
     final_iters: int = 4
@@ -47,11 +64,13 @@ class DeblurOptions:
 
 
 PRESETS: dict[str, DeblurOptions] = {
-    "fast": DeblurOptions(pyramid=PyramidConfig(outer_iters=5, kernel_steps=25)),
-    "default": DeblurOptions(pyramid=PyramidConfig(outer_iters=8, kernel_steps=30)),
+    "fast": DeblurOptions(pyramid=PyramidConfig(outer_iters=5),
+                          projection=ProjectionConfig(steps=150)),
+    "default": DeblurOptions(pyramid=PyramidConfig(outer_iters=10)),
     "quality": DeblurOptions(
-        pyramid=PyramidConfig(outer_iters=10, kernel_steps=40),
+        pyramid=PyramidConfig(outer_iters=14),
         dip=DIPConfig(iters=1500, channels=128, mse_iters=300, kernel_warmup=100),
+        final_kernel="prior",
     ),
 }
 
@@ -146,8 +165,8 @@ class DeblurResult:
 
 def _make_kernel_prior(kernel_size: int, kernel_prior: str, weights, seed: int, device):
     if kernel_prior == "glkm":
-        gen = load_generator(kernel_size, weights).to(device)
-        return GeneratorKernelPrior(gen, seed=seed).to(device)
+        gen = load_generator(kernel_size, weights, at_least=True).to(device)
+        return GeneratorKernelPrior(gen, seed=seed, crop=kernel_size).to(device)
     if kernel_prior == "free":
         return FreeKernelPrior(kernel_size).to(device)
     raise ValueError(f"unknown kernel_prior {kernel_prior!r}; expected 'glkm' or 'free'")
@@ -214,7 +233,7 @@ def iter_deblur(
     seed:
         Seed of the random starting kernel and of the networks.
     iterations:
-        Overrides the alternations per pyramid scale.
+        Overrides the alternations per pyramid scale of the kernel stage.
     kernel_prior:
         ``"glkm"`` (trained generator, default) or ``"free"`` (softmax of free pixels).
     weights:
@@ -241,42 +260,67 @@ def iter_deblur(
     opts = _options(preset, iterations, preview_every)
     prepared = prepare_image(image, kernel_size)
     dev = resolve_device(device)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     torch.manual_seed(seed)
-    t_start = time.perf_counter()
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
-    y = torch.from_numpy(prepared.luminance())[None, None].to(dev)
-    sizes = pyramid_sizes(kernel_size, opts.pyramid.min_kernel, opts.pyramid.ratio)
-    n_kernel = len(sizes) * opts.pyramid.outer_iters
-    total = n_kernel + opts.dip.iters + 1
-    timings: dict[str, float] = {}
+    # Everything is checked: errors above surface at the call, not at the first next().
+    return _run(prepared, prior, kernel_size, opts, dev, int(seed))
 
-    def snapshot(it: int, stage: str, loss: float) -> DeblurStep:
-        with torch.no_grad():
-            k = prior().detach()
+
+def _run(
+    prepared: PreparedImage, prior, kernel_size: int, opts: DeblurOptions, dev: torch.device,
+    seed: int,
+) -> Iterator[DeblurStep]:
+    t_start = time.perf_counter()
+    lum_np = prepared.luminance()
+    sigma = estimate_noise(lum_np)
+    lum = torch.from_numpy(denoise_for_kernel_estimation(lum_np, sigma))[None, None].to(dev)
+    side = opts.pyramid.max_side
+    r, c = informative_crop(lum, side)
+    y = lum[..., r : r + side, c : c + side]
+    sizes = pyramid_sizes(kernel_size, opts.pyramid.min_kernel, opts.pyramid.ratio)
+    n_kernel = len(sizes) * opts.pyramid.outer_iters + 1
+    n_proj = -(-opts.projection.steps // opts.projection.chunk)
+    total = n_kernel + n_proj + opts.dip.iters + 1
+    timings: dict[str, float] = {}
+    history: list[float] = []
+    it = 0
+
+    def snapshot(stage: str, loss: float, k: torch.Tensor) -> DeblurStep:
+        k = k.detach()
         return DeblurStep(it, total, stage, k[0, 0].cpu().numpy().copy(), loss,
                           time.perf_counter() - t_start, history=history, timings=dict(timings),
                           _render=_preview(prepared, k))
 
-    history: list[float] = []
-    it = 0
-    t0 = time.perf_counter()
-    for loss, _size in coarse_to_fine_stage(y, prior, opts.pyramid, sizes):
+    def record(stage: str, loss: float, k_fn) -> Iterator[DeblurStep]:
+        nonlocal it
         history.append(loss)
         if it % opts.preview_every == 0:
-            yield snapshot(it, "kernel", loss)
+            yield snapshot(stage, loss, k_fn())
         it += 1
+
+    t0 = time.perf_counter()
+    k_est = torch.empty(0)
+    for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid):
+        yield from record("kernel", loss, lambda: k_est)
     timings["kernel"] = time.perf_counter() - t0
+    k_est = k_est.detach()
+
+    t0 = time.perf_counter()
+    for loss in projection_stage(prior, k_est, opts.projection):
+        yield from record("glkm", loss, lambda: prior())
+    timings["glkm"] = time.perf_counter() - t0
+
     if opts.dip.iters > 0:
         t0 = time.perf_counter()
         for loss, _x in dip_stage(y, prior, opts.dip, seed=seed):
-            history.append(loss)
-            if it % opts.preview_every == 0:
-                yield snapshot(it, "dip", loss)
-            it += 1
+            yield from record("dip", loss, lambda: prior())
         timings["dip"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     with torch.no_grad():
-        k = prior().detach()
+        k = prior().detach() if opts.final_kernel == "prior" or opts.dip.iters > 0 else k_est
         restored = _restore(prepared, k, opts)
     timings["final"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start

@@ -1,13 +1,13 @@
 """The optimisation stages that :func:`~napari_glkm.backend.solver.iter_deblur` chains.
 
-Each stage is a generator that updates a kernel prior in place and yields ``(loss, done)``
-after every iteration, so the caller can report progress, show previews and stop at any time.
+Each stage is a generator that yields after every iteration, so the caller can report
+progress, show previews and stop at any time.
 
 * :func:`coarse_to_fine_stage` — fast kernel estimation: on an image pyramid (kernel sizes
   e.g. 7 -> 11 -> 15 -> 21 -> 31), alternate an L0-gradient image estimate (closed form by FFT)
-  with Adam steps on the kernel prior against the gradient-domain data term
-  ``||∇x ⋆ k - ∇y||²``. Kernels are always the prior's output (GLKM: the generator's decoded
-  first-layer feature map), resampled to the scale's size.
+  with a least-squares kernel update on the gradient-domain data term ``||∇x ⋆ k - ∇y||²``.
+* :func:`projection_stage` — GAN inversion: the kernel prior's parameters (GLKM: the
+  generator's first-layer feature map) are fitted to a pixel kernel.
 * :func:`dip_stage` — GLKM's joint optimisation of a Deep Image Prior network and the kernel
   prior on ``||x ⋆ k - y||²`` (MSE first, then 1 - SSIM), as in the paper.
 """
@@ -23,24 +23,39 @@ from kornia.metrics import ssim as kornia_ssim
 from torch import nn
 
 from .blur import conv_valid
-from .nonblind import l0_deconv
+from .kernel_prior import resize_kernel
+from .nonblind import conjugate_gradient, l0_deconv
 from .priors.dip import DIPImagePrior
 
-__all__ = ["PyramidConfig", "DIPConfig", "pyramid_sizes", "coarse_to_fine_stage", "dip_stage"]
+__all__ = [
+    "PyramidConfig", "ProjectionConfig", "DIPConfig", "pyramid_sizes", "coarse_to_fine_stage",
+    "projection_stage", "dip_stage", "least_squares_kernel", "informative_crop",
+]
 
 
 @dataclass(frozen=True)
 class PyramidConfig:
     """Settings of the coarse-to-fine kernel estimation (per scale unless stated)."""
 
-    outer_iters: int = 8
-    kernel_steps: int = 30
-    kernel_lr: float = 0.2
-    l0_lambda: float = 4e-3
+    outer_iters: int = 10
+    l0_lambda: float = 1e-3
     l0_lambda_min: float = 1e-4
     l0_lambda_decay: float = 1.1
+    kernel_gamma: float = 20.0
+    cg_iters: int = 20
+    threshold: float = 0.05
     min_kernel: int = 7
     ratio: float = 2**-0.5
+    max_side: int = 512
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """GAN inversion of the pixel kernel into the kernel prior (GLKM's feature map)."""
+
+    steps: int = 600
+    lr: float = 2e-2
+    chunk: int = 50
 
 
 @dataclass(frozen=True)
@@ -83,40 +98,97 @@ def _downscale(y: torch.Tensor, factor: float, min_side: int) -> torch.Tensor:
     return F.interpolate(y, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
 
 
-def _trainable(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
+def informative_crop(y: torch.Tensor, side: int) -> tuple[int, int]:
+    """Top-left corner of the ``side``-pixel window of ``y`` (1, 1, H, W) with the most edges."""
+    h, w = y.shape[-2:]
+    if h <= side and w <= side:
+        return 0, 0
+    gx, gy = _grads(y)
+    energy = gx[..., :-1, :].abs() + gy[..., :, :-1].abs()
+    ch, cw = min(side, h - 1), min(side, w - 1)
+    box = F.avg_pool2d(energy, (ch, cw), stride=8)
+    idx = int(torch.argmax(box))
+    r, c = divmod(idx, box.shape[-1])
+    return min(r * 8, h - min(side, h)), min(c * 8, w - min(side, w))
+
+
+def least_squares_kernel(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], k0: torch.Tensor, gamma: float,
+    iters: int,
+) -> torch.Tensor:
+    """``argmin_k Σ ||x_i ⋆ k - y_i||² + gamma ||k||²`` by CG (warm start ``k0``), then
+    clipped to non-negative and normalised to sum 1."""
+    def normal_op(k: torch.Tensor) -> torch.Tensor:
+        out = gamma * k
+        for x in xs:
+            out = out + conv_valid(x, conv_valid(x, k, method="fft"), method="fft")
+        return out
+
+    rhs = sum(conv_valid(x, y, method="fft") for x, y in zip(xs, ys))
+    k = conjugate_gradient(normal_op, rhs, k0.clone(), iters).clamp_min(0)
+    return k / k.sum().clamp_min(1e-12)
+
+
+def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Zero the entries below ``fraction`` of the maximum (noise in the support), renormalise."""
+    k = torch.where(k < k.amax(dim=(-2, -1), keepdim=True) * fraction, torch.zeros_like(k), k)
+    return k / k.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
 
 
 def coarse_to_fine_stage(
-    y: torch.Tensor, kernel_prior: nn.Module, cfg: PyramidConfig, sizes: Sequence[int]
-) -> Iterator[tuple[float, int]]:
-    """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1]; yields ``(loss, size)``.
+    y: torch.Tensor, kernel_size: int, cfg: PyramidConfig, init: torch.Tensor | None = None,
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1] by coarse-to-fine L0 /
+    least-squares alternation (Xu et al. 2013, Pan et al. 2014 style; our implementation).
 
-    One yield per alternation (``len(sizes) * cfg.outer_iters`` in all); ``size`` is the
-    kernel size of the current scale.
+    Yields ``(loss, kernel)`` after every alternation, the kernel resampled to ``kernel_size``;
+    the last yield is the estimate. ``init`` (any size) seeds the coarsest scale.
     """
-    full = kernel_prior.size
-    opt = torch.optim.Adam(_trainable(kernel_prior), lr=cfg.kernel_lr)
-    for s in sizes:
-        ys = _downscale(y, s / full, 2 * s + 1)
+    sizes = pyramid_sizes(kernel_size, cfg.min_kernel, cfg.ratio)
+    s0 = sizes[0]
+    if init is None:
+        k = torch.zeros(1, 1, s0, s0, dtype=y.dtype, device=y.device)
+        k[..., s0 // 2, s0 // 2 - 1 : s0 // 2 + 2] = 1.0 / 3.0
+    else:
+        k = resize_kernel(init.to(y.dtype), s0)
+    n_ref = 255.0 * 255.0
+    for si, s in enumerate(sizes):
+        if si > 0:
+            k = resize_kernel(k, s)
+        ys = _downscale(y, s / kernel_size, 2 * s + 1)
         gyx, gyy = _grads(ys)
+        gamma = cfg.kernel_gamma * ys.shape[-2] * ys.shape[-1] / n_ref
         lam = cfg.l0_lambda
         for _ in range(cfg.outer_iters):
-            with torch.no_grad():
-                k = kernel_prior(size=s)
-                x = l0_deconv(ys, k, lam)
-                gxx, gxy = _grads(x)
-            loss = torch.zeros(())
-            for _ in range(cfg.kernel_steps):
-                opt.zero_grad(set_to_none=True)
-                k = kernel_prior(size=s)
-                loss = F.mse_loss(conv_valid(gxx, k, method="fft"), gyx) + F.mse_loss(
-                    conv_valid(gxy, k, method="fft"), gyy
-                )
-                loss.backward()
-                opt.step()
+            x = l0_deconv(ys, k, lam)
+            gxx, gxy = _grads(x)
+            k = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters)
             lam = max(lam / cfg.l0_lambda_decay, cfg.l0_lambda_min)
-            yield float(loss.detach()), s
+            loss = (F.mse_loss(conv_valid(gxx, k, method="fft"), gyx)
+                    + F.mse_loss(conv_valid(gxy, k, method="fft"), gyy))
+            yield float(loss), resize_kernel(k, kernel_size)
+        k = threshold_kernel(k, cfg.threshold)
+    yield float(loss), k
+
+
+def projection_stage(
+    kernel_prior: nn.Module, target: torch.Tensor, cfg: ProjectionConfig
+) -> Iterator[float]:
+    """Fit the kernel prior's parameters (GLKM: the first-layer feature map) to ``target``
+    ``(1, 1, k, k)`` by L1 with Adam; yields the L1 error every ``cfg.chunk`` steps."""
+    opt = torch.optim.Adam(_trainable(kernel_prior), lr=cfg.lr)
+    loss = torch.zeros(())
+    for step in range(cfg.steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (kernel_prior() - target).abs().sum()
+        loss.backward()
+        opt.step()
+        if (step + 1) % cfg.chunk == 0 or step + 1 == cfg.steps:
+            yield float(loss.detach())
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 def dip_stage(

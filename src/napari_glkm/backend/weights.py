@@ -38,6 +38,7 @@ __all__ = [
     "load_generator",
     "generator_from_state_dict",
     "convert_official_generator_keys",
+    "read_any_state_dict",
 ]
 
 
@@ -79,16 +80,24 @@ def shipped_weights() -> list[WeightsEntry]:
     return [WeightsEntry(**entry) for entry in _manifest()["weights"]]
 
 
-def shipped_entry(role: str, kernel_size: int) -> WeightsEntry:
-    """The shipped entry for ``role`` and ``kernel_size``, or a clear error naming the fix."""
-    for entry in shipped_weights():
-        if entry.role == role and entry.kernel_size == kernel_size:
+def shipped_entry(role: str, kernel_size: int, *, at_least: bool = False) -> WeightsEntry:
+    """The shipped entry for ``role`` and ``kernel_size``, or a clear error naming the fix.
+
+    With ``at_least=True`` the smallest shipped size ``>= kernel_size`` is returned (a 31-pixel
+    generator serves all smaller kernels by cropping).
+    """
+    entries = sorted((e for e in shipped_weights() if e.role == role), key=lambda e: e.kernel_size)
+    for entry in entries:
+        if entry.kernel_size == kernel_size or (at_least and entry.kernel_size > kernel_size):
             return entry
-    available = sorted(e.kernel_size for e in shipped_weights() if e.role == role)
+    available = [e.kernel_size for e in entries]
+    hint = "or smaller " if at_least else ""
+    train = (f"`napari-glkm train-generator --size {kernel_size}`" if role == "generator"
+             else f"`napari-glkm train-{role} --kernel-size {kernel_size}`")
     raise WeightsError(
         f"no shipped {role} weights for kernel size {kernel_size} (shipped sizes: {available}). "
-        f"Choose one of those sizes, or train one with `napari-glkm train-generator --size "
-        f"{kernel_size}` and pass the resulting file as weights=..."
+        f"Choose one of those sizes {hint}or train weights with {train} and pass the file "
+        f"with --weights (API: weights=...)"
     )
 
 
@@ -199,16 +208,24 @@ def generator_from_state_dict(
     return gen
 
 
-def load_generator(kernel_size: int = 31, path: str | os.PathLike | None = None) -> KernelGenerator:
+def load_generator(
+    kernel_size: int = 31, path: str | os.PathLike | None = None, *, at_least: bool = False
+) -> KernelGenerator:
     """Load the shipped generator for ``kernel_size``, or the generator stored at ``path``.
 
-    ``path`` may be one of our safetensors files or an official ``.pth`` state dict.
+    ``path`` may be one of our safetensors files or an official ``.pth`` state dict. With
+    ``at_least=True`` a generator of a larger size is accepted (to be centre-cropped).
     """
     if path is None:
-        entry = shipped_entry("generator", kernel_size)
+        entry = shipped_entry("generator", kernel_size, at_least=at_least)
         state = load_state_dict(entry.path, expected_sha256=entry.sha256)
-        return generator_from_state_dict(state, kernel_size)
-    return generator_from_state_dict(read_any_state_dict(path), kernel_size)
+        return generator_from_state_dict(state, entry.kernel_size)
+    gen = generator_from_state_dict(read_any_state_dict(path))
+    if gen.size < kernel_size or (gen.size != kernel_size and not at_least):
+        raise WeightsError(
+            f"these generator weights are for kernel size {gen.size}, not {kernel_size}"
+        )
+    return gen
 
 
 def read_any_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

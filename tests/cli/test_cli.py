@@ -1,0 +1,85 @@
+"""CLI: the sample -> deblur round trip, metadata, and clear errors without tracebacks."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_glkm._io import read_image
+from napari_glkm.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_sample_then_deblur_png(tmp_path, capsys):
+    blurry = tmp_path / "blurry image ü.png"
+    code, out, _ = _run(capsys, "sample", "camera", "-o", str(blurry))
+    assert code == 0 and blurry.exists()
+    before = blurry.read_bytes()
+    res = tmp_path / "sharp.png"
+    kern = tmp_path / "k.png"
+    code, out, err = _run(capsys, "deblur", str(blurry), "-o", str(res), "--kernel-out", str(kern),
+                          "--preset", "fast", "--iterations", "1", "--quiet")
+    assert code == 0, err
+    assert blurry.read_bytes() == before
+    img = read_image(res).data
+    assert img.shape == (512, 512) and img.dtype == np.uint8
+    k = read_image(kern).data
+    assert k.shape == (31, 31) and k.max() == 255
+
+
+def test_tiff_keeps_dtype_and_metadata(tmp_path, capsys, rng):
+    src = tmp_path / "in.tif"
+    data = (rng.random((70, 80)) * 60000).astype(np.uint16)
+    tifffile.imwrite(src, data, resolution=(4.0, 4.0), description="stage 3", metadata=None)
+    out = tmp_path / "out.tif"
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(out), "--preset", "fast",
+                        "--iterations", "1", "--kernel-size", "15", "-q")
+    assert code == 0, err
+    img = read_image(out)
+    assert img.data.dtype == np.uint16 and img.data.shape == (70, 80)
+    assert img.tiff["description"] == "stage 3"
+    assert img.tiff["resolution"] == read_image(src).tiff["resolution"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--preset", "turbo"], "invalid choice"),
+])
+def test_argparse_errors(tmp_path, capsys, extra, match):
+    with pytest.raises(SystemExit) as e:
+        main(["deblur", "x.png", "-o", str(tmp_path / "o.png"), *extra])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_expected_errors_are_one_line(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    _run(capsys, "sample", "camera", "-o", str(src))
+    cases = [
+        (["deblur", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png")], "not found"),
+        (["deblur", str(src), "-o", str(src)], "refusing to write over the input"),
+        (["deblur", str(src), "-o", str(tmp_path / "o.png"), "--kernel-size", "30"], "odd"),
+        (["deblur", str(src), "-o", str(tmp_path / "o.png"), "--iterations", "-2"], "positive"),
+        (["deblur", str(src), "-o", str(tmp_path / "o.png"), "--kernel-size", "55"],
+         "no shipped generator weights"),
+        (["deblur", str(src), "-o", str(tmp_path / "nodir" / "o.png"), "--iterations", "1",
+          "--preset", "fast"], "does not exist"),
+    ]
+    for argv, match in cases:
+        code, _, err = _run(capsys, *argv)
+        assert code == 2, argv
+        assert match in err and "Traceback" not in err, err
+        assert err.count("\n") == 1
+
+
+def test_existing_output_needs_overwrite(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    _run(capsys, "sample", "camera", "-o", str(src))
+    out = tmp_path / "o.png"
+    out.write_bytes(b"keep me")
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(out))
+    assert code == 2 and "--overwrite" in err
+    assert out.read_bytes() == b"keep me"
