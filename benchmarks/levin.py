@@ -36,14 +36,14 @@ SUBSET8 = [(1, 2), (2, 4), (3, 6), (4, 8), (1, 5), (2, 7), (3, 1), (4, 3)]
 
 def kernel_error(est: np.ndarray, truth: np.ndarray) -> float:
     """L1 between the kernels (truth zero-padded to the estimate's size), best over shifts of
-    the estimate by up to 3 px and over the 180° rotation of the truth."""
+    the estimate by up to 8 px and over the 180° rotation of the truth."""
     size = est.shape[0]
     pad = (size - truth.shape[0]) // 2
     t = np.pad(truth, pad) if pad > 0 else truth
     best = np.inf
     for cand in (t, t[::-1, ::-1]):
-        for dy in range(-3, 4):
-            for dx in range(-3, 4):
+        for dy in range(-8, 9):
+            for dx in range(-8, 9):
                 best = min(best, float(np.abs(np.roll(est, (dy, dx), (0, 1)) - cand).sum()))
     return best
 

@@ -45,7 +45,7 @@ def deblur(image, **options) -> DeblurResult:
     **options:
         Keyword options of :func:`iter_deblur`: ``kernel_size=31``, ``preset="default"``
         (``"fast"``, ``"default"``, ``"quality"``), ``device="auto"``, ``seed=0``,
-        ``iterations``, ``kernel_prior="glkm"``, ``weights``.
+        ``iterations``, ``kernel_prior="glkm"``, ``weights``, ``roi``, ``init_kernel``.
 
     Returns
     -------
@@ -66,10 +66,11 @@ def deblur(image, **options) -> DeblurResult:
     last = None
     for last in iter_deblur(image, preview_every=10**9, **options):
         pass
-    assert last is not None and last.final  # the generator always ends with a final step
+    if last is None or not last.final:  # cannot happen: the loop always ends with a final step
+        raise RuntimeError("deblurring ended without a result")
     return DeblurResult(
         image=last.image, kernel=last.kernel, kernel_size=last.kernel.shape[0],
-        losses=list(last.history), timings=dict(last.timings),
+        losses=list(last.history), timings=dict(last.timings), info=dict(last.info),
     )
 
 

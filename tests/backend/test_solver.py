@@ -97,3 +97,28 @@ def test_bad_options_raise_at_call(kwargs, match):
 def test_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError):
         deblur(np.zeros((64, 64)), kernal_size=31)
+
+
+def test_roi_and_warm_start():
+    blurry, truth, k_true = _synthetic()
+    res = deblur(blurry, preset="fast", roi=(20, 20, 200, 220))
+    assert res.info["crop"] == (20, 20, 180, 200)
+    assert res.image.shape == blurry.shape
+    warm = list(iter_deblur(blurry, preset="fast", init_kernel=res.kernel, preview_every=1))
+    cold = list(iter_deblur(blurry, preset="fast", preview_every=1))
+    assert warm[-1].info["warm_start"] and not cold[-1].info["warm_start"]
+    assert warm[-1].total < cold[-1].total  # coarse levels are skipped
+    p_warm = aligned_psnr_ssim(np.clip(warm[-1].image, 0, 1), truth)["psnr"]
+    p_blurry = aligned_psnr_ssim(blurry, truth)["psnr"]
+    assert p_warm > p_blurry + 3.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"roi": (0, 0, 10, 10)}, "region of interest"),
+    ({"roi": "everything"}, "roi must be"),
+    ({"init_kernel": np.ones((4, 4))}, "odd"),
+    ({"init_kernel": -np.ones((5, 5))}, "non-negative"),
+])
+def test_bad_roi_and_init(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        iter_deblur(np.random.default_rng(0).random((96, 96)), **kwargs)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .noise import denoise_for_kernel_estimation, estimate_noise
-from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior
+from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
 from .nonblind import sparse_deconv, wiener_deconv
 from .stages import (
     DIPConfig,
@@ -43,7 +43,7 @@ from .stages import (
     projection_stage,
     pyramid_sizes,
 )
-from .validation import PreparedImage, check_kernel_size, prepare_image
+from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
 from .weights import load_generator
 
 __all__ = ["PRESETS", "DeblurOptions", "DeblurStep", "DeblurResult", "iter_deblur", "resolve_device"]
@@ -117,6 +117,9 @@ class DeblurStep:
         Loss after every iteration so far (one list shared by all snapshots of a run).
     timings:
         Seconds per finished stage (and ``"total"`` on the final snapshot).
+    info:
+        Facts about the run: ``noise_sigma`` (estimated noise, [0, 1] units), ``crop``
+        (row, col, height, width of the kernel-estimation window), ``warm_start``.
     """
 
     iteration: int
@@ -128,6 +131,7 @@ class DeblurStep:
     final: bool = False
     history: list[float] = field(default_factory=list, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
     _render: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @cached_property
@@ -154,6 +158,8 @@ class DeblurResult:
         Loss after every iteration, in order.
     timings:
         Seconds spent per stage and ``"total"``.
+    info:
+        ``noise_sigma``, ``crop`` and ``warm_start`` (see :class:`DeblurStep`).
     """
 
     image: np.ndarray
@@ -161,6 +167,7 @@ class DeblurResult:
     kernel_size: int
     losses: list[float]
     timings: dict[str, float]
+    info: dict = field(default_factory=dict)
 
 
 def _make_kernel_prior(kernel_size: int, kernel_prior: str, weights, seed: int, device):
@@ -215,6 +222,8 @@ def iter_deblur(
     kernel_prior: str = "glkm",
     weights: str | None = None,
     preview_every: int | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+    init_kernel: np.ndarray | None = None,
 ) -> Iterator[DeblurStep]:
     """Blind deblurring as a generator of :class:`DeblurStep` snapshots.
 
@@ -240,6 +249,12 @@ def iter_deblur(
         Path of a generator file to use instead of the shipped one.
     preview_every:
         Yield a snapshot every this many iterations (and always the last).
+    roi:
+        ``(row0, col0, row1, col1)``: estimate the kernel inside this rectangle (half-open, in
+        pixels) instead of the automatically chosen window; the whole image is restored.
+    init_kernel:
+        ``(k, k)`` kernel to start from (e.g. the previous frame's): only the two finest pyramid
+        levels are run, which is several times faster.
 
     Yields
     ------
@@ -262,24 +277,65 @@ def iter_deblur(
     dev = resolve_device(device)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    box = _check_roi(roi, prepared.data.shape[:2], kernel_size)
+    init = _check_init_kernel(init_kernel, kernel_size)
     torch.manual_seed(seed)
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
     # Everything is checked: errors above surface at the call, not at the first next().
-    return _run(prepared, prior, kernel_size, opts, dev, int(seed))
+    return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, init)
+
+
+def _check_roi(roi, shape: tuple[int, int], kernel_size: int) -> tuple[int, int, int, int] | None:
+    if roi is None:
+        return None
+    try:
+        r0, c0, r1, c1 = (int(v) for v in roi)
+    except (TypeError, ValueError):
+        raise ValueError(f"roi must be (row0, col0, row1, col1), got {roi!r}") from None
+    h, w = shape
+    r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, h), min(c1, w)
+    need = min_image_side(kernel_size)
+    if r1 - r0 < need or c1 - c0 < need:
+        raise ValueError(
+            f"the region of interest must lie in the image and be at least {need} x {need} "
+            f"pixels for kernel size {kernel_size}; got rows {r0}:{r1}, columns {c0}:{c1}"
+        )
+    return r0, c0, r1, c1
+
+
+def _check_init_kernel(k, kernel_size: int) -> torch.Tensor | None:
+    if k is None:
+        return None
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
+        raise ValueError(f"init_kernel must be a square (k, k) array with odd k, got {k.shape}")
+    if not np.all(np.isfinite(k)) or k.min() < 0 or k.sum() <= 0:
+        raise ValueError("init_kernel must be finite, non-negative and not all zero")
+    t = torch.from_numpy(k / k.sum()).float()[None, None]
+    return resize_kernel(t, kernel_size) if k.shape[0] > kernel_size else t
 
 
 def _run(
     prepared: PreparedImage, prior, kernel_size: int, opts: DeblurOptions, dev: torch.device,
-    seed: int,
+    seed: int, roi: tuple[int, int, int, int] | None, init: torch.Tensor | None,
 ) -> Iterator[DeblurStep]:
     t_start = time.perf_counter()
     lum_np = prepared.luminance()
     sigma = estimate_noise(lum_np)
     lum = torch.from_numpy(denoise_for_kernel_estimation(lum_np, sigma))[None, None].to(dev)
-    side = opts.pyramid.max_side
-    r, c = informative_crop(lum, side)
-    y = lum[..., r : r + side, c : c + side]
+    if roi is None:
+        side = opts.pyramid.max_side
+        r, c = informative_crop(lum, side)
+        y = lum[..., r : r + side, c : c + side]
+    else:
+        r, c = roi[0], roi[1]
+        y = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
+    info = {"noise_sigma": sigma, "crop": (r, c, int(y.shape[-2]), int(y.shape[-1])),
+            "warm_start": init is not None}
+    levels = 2 if init is not None else None
     sizes = pyramid_sizes(kernel_size, opts.pyramid.min_kernel, opts.pyramid.ratio)
+    if levels is not None:
+        sizes = sizes[-levels:]
     n_kernel = len(sizes) * opts.pyramid.outer_iters + 1
     n_proj = -(-opts.projection.steps // opts.projection.chunk)
     total = n_kernel + n_proj + opts.dip.iters + 1
@@ -291,7 +347,7 @@ def _run(
         k = k.detach()
         return DeblurStep(it, total, stage, k[0, 0].cpu().numpy().copy(), loss,
                           time.perf_counter() - t_start, history=history, timings=dict(timings),
-                          _render=_preview(prepared, k))
+                          info=info, _render=_preview(prepared, k))
 
     def record(stage: str, loss: float, k_fn) -> Iterator[DeblurStep]:
         nonlocal it
@@ -302,7 +358,9 @@ def _run(
 
     t0 = time.perf_counter()
     k_est = torch.empty(0)
-    for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid):
+    init_dev = None if init is None else init.to(dev)
+    for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid, init=init_dev,
+                                            levels=levels):
         yield from record("kernel", loss, lambda: k_est)
     timings["kernel"] = time.perf_counter() - t0
     k_est = k_est.detach()
@@ -326,4 +384,4 @@ def _run(
     timings["total"] = time.perf_counter() - t_start
     yield DeblurStep(it, total, "final", k[0, 0].cpu().numpy().copy(),
                      history[-1] if history else float("nan"), timings["total"], final=True,
-                     history=history, timings=timings, _render=lambda: restored)
+                     history=history, timings=timings, info=info, _render=lambda: restored)

@@ -137,14 +137,18 @@ def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def coarse_to_fine_stage(
     y: torch.Tensor, kernel_size: int, cfg: PyramidConfig, init: torch.Tensor | None = None,
+    levels: int | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1] by coarse-to-fine L0 /
     least-squares alternation (Xu et al. 2013, Pan et al. 2014 style; our implementation).
 
     Yields ``(loss, kernel)`` after every alternation, the kernel resampled to ``kernel_size``;
-    the last yield is the estimate. ``init`` (any size) seeds the coarsest scale.
+    the last yield is the estimate. ``init`` (any size) seeds the coarsest scale; ``levels``
+    keeps only that many of the finest pyramid levels (a warm start needs no coarse levels).
     """
     sizes = pyramid_sizes(kernel_size, cfg.min_kernel, cfg.ratio)
+    if levels is not None:
+        sizes = sizes[-levels:]
     s0 = sizes[0]
     if init is None:
         k = torch.zeros(1, 1, s0, s0, dtype=y.dtype, device=y.device)
