@@ -75,14 +75,26 @@ def deblur(image, **options) -> DeblurResult:
 
 
 def load_weights(path, kernel_size: int | None = None):
-    """Load a kernel generator from ``path`` (our safetensors or an official ``.pth``).
+    """Load a kernel generator or initializer from ``path`` (our safetensors or an official
+    GLKM/GKPILE ``netG_{k}.pth`` / ``netE_{k}.pth``).
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``: a file that would run code
-    is refused. Returns the generator (eval mode); pass ``weights=path`` to :func:`deblur` to
-    deblur with it.
-    """
-    if kernel_size is None:
-        from .backend.weights import generator_from_state_dict, read_any_state_dict
+    is refused (:class:`WeightsError`), nothing in it is executed. The kind of network is
+    recognised from the keys (both official generator key layouts are accepted). Returns the
+    network in eval mode; pass ``weights=path`` (generator) or ``initializer=path`` to
+    :func:`deblur` to use the file, or convert it with ``napari-glkm convert-weights``.
 
-        return generator_from_state_dict(read_any_state_dict(path))
-    return load_generator(kernel_size, path)
+    Example
+    -------
+    >>> from napari_glkm import load_weights
+    >>> gen = load_weights("netG_31.pth")          # doctest: +SKIP
+    >>> gen.size                                   # doctest: +SKIP
+    31
+    """
+    from .backend.weights import load_any
+
+    net = load_any(path)
+    size = getattr(net, "size", None)
+    if kernel_size is not None and size is not None and size != kernel_size:
+        raise WeightsError(f"these generator weights are for kernel size {size}, not {kernel_size}")
+    return net

@@ -1,4 +1,5 @@
-"""Command line: ``napari-glkm deblur``, ``sample`` and ``train-generator``.
+"""Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``
+and ``convert-weights``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -68,7 +69,8 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     img = read_image(src)
     options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
-                   kernel_prior=args.kernel_prior, preview_every=1)
+                   kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
+                   initializer=args.initializer)
     steps = iter_deblur(img.data, **options)
     last = next(steps)  # validates the image and the options before any progress bar shows
     with tqdm(total=last.total, desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
@@ -120,6 +122,56 @@ def _cmd_train_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_initializer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backend.train.initializer import InitializerConfig, load_image_folder, train_initializer
+    from .backend.weights import load_generator
+
+    folders = args.images or [_default_training_folder()]
+    cfg = InitializerConfig(size=args.kernel_size, steps=args.steps, batch_size=args.batch_size,
+                            crop=args.crop, lr=args.lr, inner_steps=args.inner_steps,
+                            seed=args.seed, checkpoint_every=args.checkpoint_every)
+    gen = load_generator(args.kernel_size, args.weights)
+    images = load_image_folder(folders, cfg.crop)
+    with tqdm(total=cfg.steps, desc=f"initializer size {cfg.size}", unit="step") as bar:
+        def progress(step: int, total: int, m: dict) -> None:
+            bar.n = step
+            bar.set_postfix(l1=f"{m['kernel_l1']:.3f}", refined=f"{m['refined_l1']:.3f}",
+                            refresh=False)
+            bar.refresh()
+        path = train_initializer(cfg, gen, images, args.out, resume=not args.no_resume,
+                                 device=args.device, on_progress=progress)
+    print(f"wrote {path} (trained on {len(images)} images from {', '.join(map(str, folders))})")
+    return 0
+
+
+def _default_training_folder() -> Path:
+    here = Path.cwd() / ".." / "shared" / "datasets" / "bsds500" / "train"
+    if here.is_dir():
+        return here
+    raise CLIError("no training images given: pass one or more folders with --images")
+
+
+def _cmd_convert_weights(args: argparse.Namespace) -> int:
+    from .backend.weights import load_any, save_state_dict
+
+    src, out = Path(args.input), Path(args.output)
+    if out.suffix != ".safetensors":
+        raise CLIError("the output must be a .safetensors file")
+    if _same_file(src, out):
+        raise CLIError("refusing to write over the input file")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    net = load_any(src)
+    role = "generator" if hasattr(net, "decode") else "initializer"
+    size = getattr(net, "size", None) or net.kernel_size
+    digest = save_state_dict(net.state_dict(), out, {"role": role, "kernel_size": str(size),
+                                                     "converted_from": src.name})
+    print(f"wrote {out} ({role}, kernel size {size}, sha256 {digest[:12]}…)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backend.solver import PRESETS
 
@@ -138,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     d.add_argument("--weights", default=None, help="generator weights file (safetensors or .pth)")
     d.add_argument("--kernel-prior", default="glkm", choices=["glkm", "free"])
+    d.add_argument("--init", default="network", choices=["network", "random"],
+                   help="starting kernel: predicted by the initializer network (default) or random")
+    d.add_argument("--initializer", default=None,
+                   help="initializer weights file (safetensors or official netE .pth)")
     d.add_argument("--dtype", default="input", choices=["input", "float32"],
                    help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -162,6 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
     t.add_argument("--no-resume", action="store_true", help="start again even if a checkpoint exists")
     t.set_defaults(func=_cmd_train_generator)
+
+    i = sub.add_parser("train-initializer",
+                       help="train the kernel initializer (ResNet-18) by collaborative learning")
+    i.add_argument("--kernel-size", type=int, default=31, help="generator size (shipped or --weights)")
+    i.add_argument("--weights", default=None, help="generator weights (default: the shipped one)")
+    i.add_argument("--images", nargs="+", default=None,
+                   help="folders of sharp training images (default: ../shared/datasets/bsds500/train)")
+    i.add_argument("--steps", type=int, default=3000)
+    i.add_argument("--batch-size", type=int, default=32)
+    i.add_argument("--crop", type=int, default=128, help="training crop side in pixels")
+    i.add_argument("--lr", type=float, default=1e-4)
+    i.add_argument("--inner-steps", type=int, default=20, help="GAN-inversion steps per batch")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--checkpoint-every", type=int, default=100)
+    i.add_argument("--device", default="cpu")
+    i.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
+    i.add_argument("--no-resume", action="store_true")
+    i.set_defaults(func=_cmd_train_initializer)
+
+    c = sub.add_parser("convert-weights",
+                       help="convert an official GLKM/GKPILE .pth (netG/netE) to safetensors")
+    c.add_argument("input", help="official .pth state dict (read without running any code)")
+    c.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cmd_convert_weights)
     return p
 
 

@@ -118,7 +118,23 @@ def test_roi_and_warm_start():
     ({"roi": "everything"}, "roi must be"),
     ({"init_kernel": np.ones((4, 4))}, "odd"),
     ({"init_kernel": -np.ones((5, 5))}, "non-negative"),
+    ({"init": "smart"}, "unknown init"),
+    ({"init": "random", "initializer": "x.safetensors"}, "needs init='network'"),
 ])
 def test_bad_roi_and_init(kwargs, match):
     with pytest.raises(ValueError, match=match):
         iter_deblur(np.random.default_rng(0).random((96, 96)), **kwargs)
+
+
+def test_network_init_uses_the_given_initializer(tmp_path):
+    from napari_glkm.backend.initializer import KernelInitializer
+    from napari_glkm.backend.weights import save_state_dict
+
+    path = tmp_path / "init.safetensors"
+    save_state_dict(KernelInitializer().eval().state_dict(), path)
+    img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    res = deblur(img, preset="fast", iterations=1, initializer=str(path))
+    assert res.info["init"] == "network" and res.info["init_seconds"] > 0
+    assert deblur(img, preset="fast", iterations=1, init="random").info["init"] == "random"
+    warm = deblur(img, preset="fast", iterations=1, init_kernel=res.kernel, initializer=str(path))
+    assert warm.info["init"].startswith("warm start")

@@ -83,3 +83,47 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     code, _, err = _run(capsys, "deblur", str(src), "-o", str(out))
     assert code == 2 and "--overwrite" in err
     assert out.read_bytes() == b"keep me"
+
+
+def test_convert_official_weights(tmp_path, capsys):
+    import pickle
+
+    import torch
+
+    from napari_glkm.backend.generator import KernelGenerator
+    from napari_glkm.backend.initializer import KernelInitializer
+    from napari_glkm.backend.weights import load_generator, load_initializer
+
+    ref = KernelGenerator(31).eval()
+    old = {}
+    for key, value in ref.state_dict().items():  # the older official layout main1/main2
+        if key.startswith("layer1."):
+            old["main1.0." + key[len("layer1."):]] = value
+        else:
+            idx, rest = key[len("layers."):].split(".", 1)
+            old[f"main2.{int(idx) + 1}.{rest}"] = value
+    torch.save(old, tmp_path / "netG_31.pth")
+    code, out, _ = _run(capsys, "convert-weights", str(tmp_path / "netG_31.pth"),
+                        "-o", str(tmp_path / "g.safetensors"))
+    assert code == 0 and "generator, kernel size 31" in out
+    z = torch.randn(2, 100, 1, 1)
+    torch.testing.assert_close(load_generator(31, tmp_path / "g.safetensors")(z), ref(z))
+
+    enc = KernelInitializer().eval()
+    torch.save({f"model.{k}": v for k, v in enc.state_dict().items()}, tmp_path / "netE_31.pth")
+    code, out, _ = _run(capsys, "convert-weights", str(tmp_path / "netE_31.pth"),
+                        "-o", str(tmp_path / "e.safetensors"))
+    assert code == 0 and "initializer" in out
+    y = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(load_initializer(31, tmp_path / "e.safetensors")(y), enc(y))
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned.txt"), "w"))
+
+    with open(tmp_path / "evil.pth", "wb") as fh:
+        pickle.dump({"fc.weight": Payload()}, fh)
+    code, _, err = _run(capsys, "convert-weights", str(tmp_path / "evil.pth"),
+                        "-o", str(tmp_path / "evil.safetensors"))
+    assert code == 2 and "refused" in err and "Traceback" not in err
+    assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "evil.safetensors").exists()

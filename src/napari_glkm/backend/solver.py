@@ -44,7 +44,7 @@ from .stages import (
     pyramid_sizes,
 )
 from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
-from .weights import load_generator
+from .weights import has_shipped, load_generator, load_initializer
 
 __all__ = ["PRESETS", "DeblurOptions", "DeblurStep", "DeblurResult", "iter_deblur", "resolve_device"]
 
@@ -61,6 +61,7 @@ class DeblurOptions:
     final_alpha: float = 0.8
     final_iters: int = 4
     preview_every: int = 10
+    init_levels: int | None = None  # pyramid levels run after a network start (None: all)
 
 
 PRESETS: dict[str, DeblurOptions] = {
@@ -224,6 +225,8 @@ def iter_deblur(
     preview_every: int | None = None,
     roi: tuple[int, int, int, int] | None = None,
     init_kernel: np.ndarray | None = None,
+    init: str = "network",
+    initializer: str | None = None,
 ) -> Iterator[DeblurStep]:
     """Blind deblurring as a generator of :class:`DeblurStep` snapshots.
 
@@ -255,6 +258,15 @@ def iter_deblur(
     init_kernel:
         ``(k, k)`` kernel to start from (e.g. the previous frame's): only the two finest pyramid
         levels are run, which is several times faster.
+    init:
+        ``"network"`` (default): the kernel initializer (a ResNet-18 trained with the
+        generator) predicts the starting kernel and feature map from the blurry image;
+        ``"random"``: start from a small centred line and a random latent. Without an
+        initializer for the generator's size, ``"network"`` falls back to ``"random"``
+        (reported in ``info["init"]``). Ignored when ``init_kernel`` is given.
+    initializer:
+        Path of an initializer file (ours or an official ``netE_{k}.pth``) instead of the
+        shipped one.
 
     Yields
     ------
@@ -278,11 +290,30 @@ def iter_deblur(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     box = _check_roi(roi, prepared.data.shape[:2], kernel_size)
-    init = _check_init_kernel(init_kernel, kernel_size)
+    start = _check_init_kernel(init_kernel, kernel_size)
     torch.manual_seed(seed)
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
+    encoder, init_info = _make_initializer(init, initializer, prior, start is not None, dev)
     # Everything is checked: errors above surface at the call, not at the first next().
-    return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, init)
+    return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, start, encoder,
+                init_info)
+
+
+def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
+    """The initializer network to use (or None) and the ``info["init"]`` text."""
+    if init not in ("network", "random"):
+        raise ValueError(f"unknown init {init!r}; expected 'network' or 'random'")
+    if warm:
+        return None, "warm start (init_kernel)"
+    if init == "random" or not isinstance(prior, GeneratorKernelPrior):
+        if path is not None:
+            raise ValueError("initializer= needs init='network' and kernel_prior='glkm'")
+        return None, "random"
+    size = prior.generator.size
+    if path is None and not has_shipped("initializer", size):
+        return None, f"random (no initializer shipped for generator size {size})"
+    net = load_initializer(size, path).to(dev)
+    return net, "network"
 
 
 def _check_roi(roi, shape: tuple[int, int], kernel_size: int) -> tuple[int, int, int, int] | None:
@@ -315,9 +346,19 @@ def _check_init_kernel(k, kernel_size: int) -> torch.Tensor | None:
     return resize_kernel(t, kernel_size) if k.shape[0] > kernel_size else t
 
 
+def _network_start(encoder, prior, y_raw: torch.Tensor) -> torch.Tensor:
+    """Predict the latent from the raw luminance crop; set the prior's feature map from it and
+    return the starting kernel ``(1, 1, k, k)``."""
+    with torch.no_grad():
+        z = encoder(y_raw.float())
+        prior.fmap.data.copy_(prior.generator.features(z))
+        return prior().detach()
+
+
 def _run(
     prepared: PreparedImage, prior, kernel_size: int, opts: DeblurOptions, dev: torch.device,
     seed: int, roi: tuple[int, int, int, int] | None, init: torch.Tensor | None,
+    encoder=None, init_info: str = "random",
 ) -> Iterator[DeblurStep]:
     t_start = time.perf_counter()
     lum_np = prepared.luminance()
@@ -330,9 +371,16 @@ def _run(
     else:
         r, c = roi[0], roi[1]
         y = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
-    info = {"noise_sigma": sigma, "crop": (r, c, int(y.shape[-2]), int(y.shape[-1])),
-            "warm_start": init is not None}
+    h, w = y.shape[-2:]
+    info = {"noise_sigma": sigma, "crop": (r, c, int(h), int(w)),
+            "warm_start": init is not None, "init": init_info}
     levels = 2 if init is not None else None
+    if encoder is not None:
+        t0 = time.perf_counter()
+        y_raw = torch.from_numpy(np.ascontiguousarray(lum_np))[None, None][..., r : r + h, c : c + w]
+        init = _network_start(encoder, prior, y_raw.to(dev))
+        levels = opts.init_levels
+        info["init_seconds"] = time.perf_counter() - t0
     sizes = pyramid_sizes(kernel_size, opts.pyramid.min_kernel, opts.pyramid.ratio)
     if levels is not None:
         sizes = sizes[-levels:]

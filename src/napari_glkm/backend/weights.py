@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .generator import SUPPORTED_SIZES, KernelGenerator
+from .initializer import KernelInitializer, convert_official_initializer_keys
 
 __all__ = [
     "WeightsError",
@@ -39,6 +40,10 @@ __all__ = [
     "generator_from_state_dict",
     "convert_official_generator_keys",
     "read_any_state_dict",
+    "load_initializer",
+    "initializer_from_state_dict",
+    "load_any",
+    "has_shipped",
 ]
 
 
@@ -247,3 +252,61 @@ def read_any_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path.name} does not contain a state dict of tensors")
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
+
+
+def has_shipped(role: str, kernel_size: int, *, at_least: bool = False) -> bool:
+    """Whether weights for ``role`` and ``kernel_size`` ship with the package."""
+    try:
+        shipped_entry(role, kernel_size, at_least=at_least)
+    except WeightsError:
+        return False
+    return True
+
+
+def initializer_from_state_dict(
+    state: dict[str, torch.Tensor], kernel_size: int | None = None
+) -> KernelInitializer:
+    """Build an eval-mode :class:`KernelInitializer` from our or an official ``netE`` state dict."""
+    state = convert_official_initializer_keys(state)
+    net = KernelInitializer(kernel_size=kernel_size or 31)
+    ref = net.state_dict()
+    missing = sorted(set(ref) - set(state))
+    unexpected = sorted(set(state) - set(ref))
+    if missing or unexpected:
+        raise WeightsError(
+            "these weights are not a kernel initializer (ResNet-18): "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+        )
+    bad = [k for k in ref if ref[k].shape != state[k].shape]
+    if bad:
+        raise WeightsError(
+            f"initializer weights have wrong shapes, e.g. {bad[0]}: "
+            f"{tuple(state[bad[0]].shape)} instead of {tuple(ref[bad[0]].shape)}"
+        )
+    net.load_state_dict(state)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def load_initializer(
+    kernel_size: int = 31, path: str | os.PathLike | None = None
+) -> KernelInitializer:
+    """Load the shipped initializer for generator size ``kernel_size``, or the one at ``path``
+    (our safetensors or an official ``netE_{k}.pth``)."""
+    if path is None:
+        entry = shipped_entry("initializer", kernel_size)
+        state = load_state_dict(entry.path, expected_sha256=entry.sha256)
+        return initializer_from_state_dict(state, entry.kernel_size)
+    return initializer_from_state_dict(read_any_state_dict(path), kernel_size)
+
+
+def load_any(path: str | os.PathLike) -> KernelGenerator | KernelInitializer:
+    """Load a generator or an initializer from ``path``, whichever its keys describe."""
+    state = read_any_state_dict(path)
+    keys = set(convert_official_initializer_keys(state))
+    if "fc.weight" in keys and "conv1.weight" in keys:
+        return initializer_from_state_dict(state)
+    return generator_from_state_dict(state)
