@@ -180,3 +180,33 @@ def test_bad_layers_notify_without_crashing(make_napari_viewer, notifications, c
     assert w.start(layer) is None
     assert expected in _messages(notifications)
     assert w.run_btn.isEnabled() and w.worker is None and len(viewer.layers) == 1
+
+
+def test_error_inside_the_run_is_notified(make_napari_viewer, qtbot, notifications, image96):
+    viewer = make_napari_viewer()
+    stack = np.stack([image96, np.full_like(image96, 0.5)])  # frame 2 is constant
+    layer = viewer.add_image(stack, name="movie")
+    w = _widget(viewer)
+    worker = w.start()
+    assert worker is not None  # the first frame is fine: the error comes from the worker
+    _wait_done(qtbot, w, worker)
+    assert "constant" in _messages(notifications)
+    assert w.run_btn.isEnabled() and w.worker is None
+    assert "movie deblurred (partial)" in viewer.layers
+    assert viewer.layers["movie deblurred (partial)"].metadata["napari_glkm"]["frames_done"] == 1
+    np.testing.assert_array_equal(layer.data, stack)
+
+
+def test_rgb_layer_gives_rgb_result(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rgb = (blurred_sample("astronaut").blurry[100:196, 150:246] * 255).astype(np.uint8)
+    layer = viewer.add_image(rgb, name="astro")
+    assert layer.rgb
+    w = _widget(viewer)
+    assert not w.shared_kernel.isEnabled()  # one colour image is not a stack
+    worker = w.start()
+    _wait_done(qtbot, w, worker)
+    out = viewer.layers["astro deblurred"]
+    assert out.rgb and out.data.shape == (96, 96, 3) and out.data.dtype == np.float32
+    assert 100 < float(out.data.mean()) < 200  # the input's 0..255 range is kept
+    assert viewer.layers["astro kernel"].data.shape == (15, 15)

@@ -258,12 +258,15 @@ class DeblurWidget(QWidget):
         self._run = run
         self._outcome = ""
         self._pbar = progress(total=_PBAR_TOTAL, desc=f"Deblurring {layer.name}")
-        worker = create_worker(run_stack, run, self.preview_every.value(), _start_thread=False)
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda _r: self._set_outcome("done"))
-        worker.aborted.connect(lambda: self._set_outcome("cancelled"))
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        # Connecting `errored` here (not later) stops superqt from also re-raising the error
+        # in the main thread: the user gets our notification, not a traceback.
+        worker = create_worker(
+            run_stack, run, self.preview_every.value(), _start_thread=False,
+            _connect={"yielded": self._on_yielded, "errored": self._on_errored,
+                      "returned": lambda _r: self._set_outcome("done"),
+                      "aborted": lambda: self._set_outcome("cancelled"),
+                      "finished": self._on_finished},
+        )
         self.worker = worker
         self._set_running(RunState.RUNNING)
         self.status.setText(f"Deblurring {layer.name}…")
