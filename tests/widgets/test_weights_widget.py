@@ -48,8 +48,10 @@ def test_user_file_is_used_and_remembered(make_napari_viewer, tmp_path):
     save_state_dict(load_generator(31).state_dict(), path)
     w = WeightsWidget(viewer)
     deblur = DeblurWidget(viewer)
-    assert w.load_file(path)
+    deblur.kernel_size.setValue(21)
     w.device.setCurrentText("cpu")
+    assert deblur.kernel_size.value() == 21  # a device change keeps the chosen kernel size
+    assert w.load_file(path)
     state = state_for(viewer)
     assert state.weights == str(path) and state.weights_kernel_size == 31
     assert "my_generator.safetensors" in w.loaded.text()

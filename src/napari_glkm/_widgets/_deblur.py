@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import napari.viewer
 import numpy as np
@@ -38,8 +37,9 @@ from ..backend.solver import PRESETS
 from ..backend.stack import StackStep, iter_deblur_stack
 from ._layers import check_layer, frames_of, kernel_kwargs, output_kwargs, roi_from_shapes
 from ._state import PluginState, state_for
+from ._worker import Update, run_stack
 
-__all__ = ["DeblurWidget", "Update", "RunState", "run_stack"]
+__all__ = ["DeblurWidget", "RunState"]
 
 NO_ROI = "(none: automatic window)"
 _PBAR_TOTAL = 1000
@@ -49,51 +49,6 @@ class RunState(enum.Enum):
     IDLE = "idle"
     RUNNING = "running"
     CANCELLING = "cancelling"
-
-
-class DeblurFailed(Exception):
-    """Wraps errors raised inside the worker (superqt swallows RuntimeError as 'deleted')."""
-
-
-@dataclass
-class Update:
-    """What the worker yields to the main thread (plain data, no layers)."""
-
-    frame: int
-    n_frames: int
-    fraction: float
-    stage: str
-    iteration: int
-    total: int
-    kernel: np.ndarray
-    image: np.ndarray | None = None  # preview or restored frame, when rendered
-    frame_done: bool = False
-    warm_start: bool = False
-    frame_seconds: float | None = None  # wall time of the frame, on its last update
-    info: dict = field(default_factory=dict)
-
-
-def run_stack(run: Iterator[StackStep], preview_every: int) -> Iterator[Update]:
-    """The worker's body: drain ``run``, rendering a preview every ``preview_every`` iterations.
-
-    Qt-free; reads ``step.image`` here (in the worker thread), never in the GUI thread.
-    """
-    t_frame, current = time.perf_counter(), 0
-    try:
-        for s in run:
-            st = s.step
-            if s.frame != current:
-                current = s.frame
-            render = st.final or st.iteration % preview_every == 0
-            seconds = None
-            if st.final:
-                now = time.perf_counter()
-                seconds, t_frame = now - t_frame, now
-            yield Update(s.frame, s.n_frames, s.fraction, st.stage, st.iteration, st.total,
-                         st.kernel, st.image if render else None, st.final, s.warm_start,
-                         seconds, dict(st.info))
-    except RuntimeError as exc:
-        raise DeblurFailed(str(exc)) from exc
 
 
 class DeblurWidget(QWidget):
@@ -114,6 +69,7 @@ class DeblurWidget(QWidget):
         self._job: dict = {}
         self._pending: list[Update] = []
         self._busy = False
+        self._weights_size = -1
 
         self.image_combo = QComboBox()
         self.image_combo.currentTextChanged.connect(self._layer_changed)
@@ -203,8 +159,11 @@ class DeblurWidget(QWidget):
     def _state_changed(self, *_args) -> None:
         self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
                                    f"{self.state.device}")
-        self.kernel_size.setMaximum(max(self.state.weights_kernel_size, 3))
-        self.kernel_size.setValue(self.state.weights_kernel_size)
+        size = self.state.weights_kernel_size
+        if size != self._weights_size:  # new weights: offer their size (keep it otherwise)
+            self._weights_size = size
+            self.kernel_size.setMaximum(max(size, 3))
+            self.kernel_size.setValue(size)
 
     def _keep_odd(self, value: int) -> None:
         if value % 2 == 0:
