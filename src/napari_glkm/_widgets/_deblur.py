@@ -1,0 +1,391 @@
+"""Deblur widget: runs :func:`~napari_glkm.backend.stack.iter_deblur_stack` (and so the same
+:func:`~napari_glkm.iter_deblur` as the API) in a napari ``thread_worker``.
+
+Threading contract (STYLE §4): the layer data is copied on the main thread before the run; the
+worker only computes and yields :class:`Update` objects (previews are rendered there, too); all
+layer edits and notifications happen in the ``yielded``/``finished`` handlers on the main
+thread. Cancel asks the worker to quit, which happens at its next yield — the loop yields after
+every iteration, so a cancel takes effect within one iteration.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterator
+
+import napari.viewer
+import numpy as np
+from napari.layers import Image, Shapes
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..backend.solver import PRESETS
+from ..backend.stack import StackStep, iter_deblur_stack
+from ._layers import check_layer, frames_of, kernel_kwargs, output_kwargs, roi_from_shapes
+from ._state import PluginState, state_for
+from ._worker import Update, run_stack
+
+__all__ = ["DeblurWidget", "RunState"]
+
+NO_ROI = "(none: automatic window)"
+_PBAR_TOTAL = 1000
+
+
+class RunState(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+
+
+class DeblurWidget(QWidget):
+    """Dock widget: choose an image layer and options, Run / Cancel, watch live previews."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        # napari hands plugins a public-only proxy; layers are compared by identity below,
+        # so keep the viewer itself (only its public API is used).
+        viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self.viewer = viewer
+        self.state: PluginState = state_for(viewer)
+        self.run_state = RunState.IDLE
+        self.worker: GeneratorWorker | None = None
+        self._run: Iterator[StackStep] | None = None
+        self._pbar: progress | None = None
+        self._outcome = ""
+        self._job: dict = {}
+        self._pending: list[Update] = []
+        self._busy = False
+        self._weights_size = -1
+
+        self.image_combo = QComboBox()
+        self.image_combo.currentTextChanged.connect(self._layer_changed)
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.preset.setCurrentText("default")
+        self.kernel_size = QSpinBox()
+        self.kernel_size.setRange(3, 75)
+        self.kernel_size.setSingleStep(2)
+        self.kernel_size.setValue(self.state.weights_kernel_size)
+        self.kernel_size.setSuffix(" px")
+        self.kernel_size.setToolTip("side of the blur kernel (odd); at most the generator's size")
+        self.kernel_size.valueChanged.connect(self._keep_odd)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.iterations = QSpinBox()
+        self.iterations.setRange(0, 100)
+        self.iterations.setSpecialValueText("preset")
+        self.iterations.setToolTip("alternations per pyramid scale (preset: the preset's value)")
+        self.kernel_prior = QComboBox()
+        self.kernel_prior.addItems(["glkm", "free"])
+        self.kernel_prior.setToolTip("glkm: the learned kernel generator; free: no learned prior")
+        self.roi_combo = QComboBox()
+        self.roi_combo.setToolTip("estimate the kernel inside the first rectangle of this Shapes "
+                                  "layer; the whole image is restored")
+        self.preview_every = QSpinBox()
+        self.preview_every.setRange(1, 1000)
+        self.preview_every.setValue(5)
+        self.preview_every.setSuffix(" iterations")
+        self.shared_kernel = QCheckBox("one kernel for the whole stack")
+        self.warm_start = QCheckBox("warm-start each frame from the previous kernel")
+        self.warm_start.setChecked(True)
+        self.run_btn = QPushButton("Run")
+        self.run_btn.clicked.connect(lambda: self.start())
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.weights_label = QLabel()
+        self.weights_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image:", self.image_combo)
+        form.addRow("Preset:", self.preset)
+        form.addRow("Kernel size:", self.kernel_size)
+        form.addRow("Seed:", self.seed)
+        form.addRow("Iterations:", self.iterations)
+        form.addRow("Kernel prior:", self.kernel_prior)
+        form.addRow("ROI (Shapes):", self.roi_combo)
+        form.addRow("Preview every:", self.preview_every)
+        form.addRow("Stack:", self.shared_kernel)
+        form.addRow("", self.warm_start)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_btn)
+        buttons.addWidget(self.cancel_btn)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.weights_label)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.state.events.all.connect(self._state_changed)
+        self._state_changed()
+        self.reset_choices()
+        active = viewer.layers.selection.active
+        if isinstance(active, Image):
+            self.image_combo.setCurrentText(active.name)
+
+    # -- choices ---------------------------------------------------------------------------
+    def reset_choices(self, *_args) -> None:
+        """Refill the layer combos (napari calls this when layers change)."""
+        _refill(self.image_combo, [l.name for l in self.viewer.layers if isinstance(l, Image)])
+        _refill(self.roi_combo,
+                [NO_ROI] + [l.name for l in self.viewer.layers if isinstance(l, Shapes)])
+        self._layer_changed()
+
+    def _layer_changed(self, *_args) -> None:
+        layer = self._layer(self.image_combo.currentText())
+        is_stack = False
+        if isinstance(layer, Image) and not layer.multiscale:
+            is_stack = layer.data.ndim > (3 if layer.rgb else 2)
+        self.shared_kernel.setEnabled(is_stack)
+        self.warm_start.setEnabled(is_stack)
+
+    def _state_changed(self, *_args) -> None:
+        self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
+                                   f"{self.state.device}")
+        size = self.state.weights_kernel_size
+        if size != self._weights_size:  # new weights: offer their size (keep it otherwise)
+            self._weights_size = size
+            self.kernel_size.setMaximum(max(size, 3))
+            self.kernel_size.setValue(size)
+
+    def _keep_odd(self, value: int) -> None:
+        if value % 2 == 0:
+            self.kernel_size.setValue(value + 1 if value + 1 <= self.kernel_size.maximum()
+                                      else value - 1)
+
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def options(self) -> dict:
+        """The :func:`iter_deblur` keyword options currently set in the widget."""
+        opts = dict(kernel_size=self.kernel_size.value(), preset=self.preset.currentText(),
+                    seed=self.seed.value(), device=self.state.device,
+                    kernel_prior=self.kernel_prior.currentText(), preview_every=1)
+        if self.iterations.value() > 0:
+            opts["iterations"] = self.iterations.value()
+        if opts["kernel_prior"] == "glkm" and self.state.weights:
+            opts["weights"] = self.state.weights
+        return opts
+
+    # -- run / cancel ----------------------------------------------------------------------
+    def start(self, layer=None) -> GeneratorWorker | None:
+        """Start deblurring ``layer`` (default: the chosen image layer).
+
+        Returns the started worker, or ``None`` if the input was refused (an error
+        notification says why). The input layer is never modified.
+        """
+        if self.run_state is not RunState.IDLE:
+            show_error("napari-glkm is already deblurring; cancel that run first")
+            return None
+        try:
+            if layer is None:
+                layer = self._layer(self.image_combo.currentText())
+            layer = check_layer(layer)
+            frames, plan = frames_of(layer)
+            opts = self.options()
+            roi_name = self.roi_combo.currentText()
+            if roi_name and roi_name != NO_ROI:
+                opts["roi"] = roi_from_shapes(self.viewer.layers[roi_name], layer)
+            shared = self.shared_kernel.isChecked() and plan.is_stack
+            run = iter_deblur_stack(frames, shared_kernel=shared,
+                                    warm_start=self.warm_start.isChecked(), **opts)
+        except ValueError as exc:  # WeightsError is a ValueError
+            show_error(f"Cannot deblur: {exc}")
+            return None
+
+        self._job = dict(layer=layer, plan=plan, shared=shared, opts=opts, t0=time.perf_counter(),
+                         out=None, kern=None, out_layer=None, kern_layer=None,
+                         done=[False] * plan.n_frames, seconds=[None] * plan.n_frames,
+                         warm=[False] * plan.n_frames)
+        self._run = run
+        self._outcome = ""
+        self._pbar = progress(total=_PBAR_TOTAL, desc=f"Deblurring {layer.name}")
+        # Connecting `errored` here (not later) stops superqt from also re-raising the error
+        # in the main thread: the user gets our notification, not a traceback.
+        worker = create_worker(
+            run_stack, run, self.preview_every.value(), _start_thread=False,
+            _connect={"yielded": self._on_yielded, "errored": self._on_errored,
+                      "returned": lambda _r: self._set_outcome("done"),
+                      "aborted": lambda: self._set_outcome("cancelled"),
+                      "finished": self._on_finished},
+        )
+        self.worker = worker
+        self._set_running(RunState.RUNNING)
+        self.status.setText(f"Deblurring {layer.name}…")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the run at its next iteration; the last preview is kept, labelled partial."""
+        if self.worker is not None and self.run_state is RunState.RUNNING:
+            self.run_state = RunState.CANCELLING
+            self.cancel_btn.setEnabled(False)
+            self.status.setText("Cancelling…")
+            self.worker.quit()
+
+    def _set_running(self, state: RunState) -> None:
+        self.run_state = state
+        running = state is not RunState.IDLE
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(state is RunState.RUNNING)
+
+    def _set_outcome(self, outcome: str) -> None:
+        self._outcome = self._outcome or outcome
+
+    # -- main-thread handlers --------------------------------------------------------------
+    def _on_yielded(self, u: Update) -> None:
+        # Layer edits can spin the Qt event loop (napari processes events while it adds a
+        # layer), which would deliver the next update or `finished` re-entrantly: queue them.
+        self._pending.append(u)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._pending:
+                self._apply(self._pending.pop(0))
+        finally:
+            self._busy = False
+
+    def _apply(self, u: Update) -> None:
+        if self.run_state is RunState.IDLE:
+            return  # a late update of a run that has already finished
+        job = self._job
+        done = int(round(u.fraction * _PBAR_TOTAL))
+        if self._pbar is not None and done > self._pbar.n:
+            self._pbar.update(done - self._pbar.n)
+        frame_txt = f"frame {u.frame + 1}/{u.n_frames} · " if u.n_frames > 1 else ""
+        if self.run_state is RunState.RUNNING:
+            self.status.setText(f"{frame_txt}{u.stage} · iteration {u.iteration + 1}/{u.total}")
+        if self._pbar is not None:
+            self._pbar.set_description(f"Deblurring {job['layer'].name}: {frame_txt}{u.stage}")
+        if u.frame_done:
+            job["done"][u.frame] = True
+            job["seconds"][u.frame] = u.frame_seconds
+            job["warm"][u.frame] = u.warm_start
+        if u.image is not None:
+            self._show(u)
+
+    def _show(self, u: Update) -> None:
+        """Write the preview/result of frame ``u.frame`` and its kernel into the live layers."""
+        job, plan = self._job, self._job["plan"]
+        layer: Image = job["layer"]
+        if job["out"] is None:
+            job["out"] = np.zeros((plan.n_frames,) + plan.frame_shape, np.float32)
+            kshape = u.kernel.shape if job["shared"] or not plan.lead else plan.lead + u.kernel.shape
+            job["kern"] = np.zeros((plan.n_frames,) + u.kernel.shape, np.float32)
+            job["kshape"] = kshape
+        if u.image is not None:
+            job["out"][u.frame] = u.image
+        job["kern"][u.frame] = u.kernel
+        if job["shared"]:
+            job["kern"][:] = u.kernel
+        out = job["out"].reshape(plan.shape)
+        kern = job["kern"][0] if len(job["kshape"]) == 2 else job["kern"].reshape(job["kshape"])
+        if job["out_layer"] is None or job["out_layer"] not in self.viewer.layers:
+            job["out_layer"] = self.viewer.add_image(
+                out, name=f"{layer.name} deblurred (preview)", **output_kwargs(layer))
+            job["kern_layer"] = self.viewer.add_image(
+                kern, name=f"{layer.name} kernel", **kernel_kwargs(layer, job["kshape"]))
+        else:
+            job["out_layer"].data = out
+            if job["kern_layer"] in self.viewer.layers:
+                job["kern_layer"].data = kern
+                job["kern_layer"].contrast_limits = (0.0, max(float(kern.max()), 1e-8))
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self._set_outcome("error")
+        show_error(f"Deblurring failed: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._busy:  # delivered re-entrantly from inside _on_yielded: finish afterwards
+            QTimer.singleShot(0, self._on_finished)
+            return
+        job = self._job
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        if self._run is not None:
+            self._run.close()  # releases the solver's tensors; the worker thread has ended
+            self._run = None
+        outcome = self._outcome or "cancelled"
+        name = job["layer"].name
+        out_layer, kern_layer = job.get("out_layer"), job.get("kern_layer")
+        n_done = sum(job["done"])
+        meta = dict(source=name, options={k: v for k, v in job["opts"].items()
+                                          if k != "preview_every"},
+                    shared_kernel=job["shared"], frames_done=n_done,
+                    frame_seconds=job["seconds"], warm_start=job["warm"],
+                    partial=outcome != "done")
+        note = ""
+        if outcome == "done":
+            note = self._timing_note()
+            if out_layer is not None:
+                out_layer.name = f"{name} deblurred"
+        elif out_layer is not None:
+            out_layer.name = f"{name} deblurred (partial)"
+            if kern_layer is not None:
+                kern_layer.name = f"{name} kernel (partial)"
+        if out_layer is not None:
+            out_layer.metadata["napari_glkm"] = dict(meta, note=note)
+        if kern_layer is not None:
+            kern_layer.metadata["napari_glkm"] = dict(meta, note=note)
+        if outcome == "done":
+            self.status.setText(f"Done. {note}")
+            show_info(f"napari-glkm: '{name}' deblurred. {note}")
+        elif outcome == "cancelled":
+            kept = (f"kept the last preview as '{out_layer.name}'" if out_layer is not None
+                    else "no preview had been made yet")
+            frames = f" ({n_done} of {len(job['done'])} frames finished)" if len(job["done"]) > 1 else ""
+            self.status.setText(f"Cancelled: {kept}{frames}.")
+            show_info(f"napari-glkm: cancelled; {kept}{frames}")
+        else:
+            self.status.setText("Failed (see the notification).")
+        self.worker = None
+        self._set_running(RunState.IDLE)
+
+    def _timing_note(self) -> str:
+        """'N frames in T s' plus how much the warm start (or the shared kernel) saved."""
+        job = self._job
+        total = time.perf_counter() - job["t0"]
+        secs = [s for s in job["seconds"] if s is not None]
+        n = len(job["done"])
+        if n == 1:
+            return f"Took {total:.1f} s."
+        note = f"{n} frames in {total:.1f} s."
+        if job["shared"]:
+            rest = [s for i, s in enumerate(job["seconds"]) if i != 0 and s is not None]
+            return note + (f" One kernel estimated on frame 1 ({secs[0]:.1f} s); the other frames "
+                           f"were restored with it in {np.mean(rest):.1f} s each.")
+        warm = [s for s, w in zip(job["seconds"], job["warm"]) if w and s is not None]
+        if warm and secs:
+            speedup = secs[0] / max(np.mean(warm), 1e-9)
+            note += (f" Warm start: frame 1 (cold) {secs[0]:.1f} s, later frames "
+                     f"{np.mean(warm):.1f} s each ({speedup:.1f}× faster).")
+        return note
+
+
+def _refill(combo: QComboBox, names: list[str]) -> None:
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
