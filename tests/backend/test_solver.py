@@ -138,3 +138,16 @@ def test_network_init_uses_the_given_initializer(tmp_path):
     assert deblur(img, preset="fast", iterations=1, init="random").info["init"] == "random"
     warm = deblur(img, preset="fast", iterations=1, init_kernel=res.kernel, initializer=str(path))
     assert warm.info["init"].startswith("warm start")
+
+
+def test_small_init_kernel_is_padded_not_stretched():
+    from napari_glkm.backend.solver import _check_init_kernel
+
+    k = np.zeros((5, 5))
+    k[2, 1:4] = [1.0, 2.0, 1.0]
+    out = _check_init_kernel(k, 31)[0, 0].numpy()
+    assert out.shape == (31, 31)
+    np.testing.assert_allclose(out[13:18, 13:18], k / k.sum(), atol=1e-7)
+    assert out.sum() == pytest.approx(1.0)
+    big = np.pad(k, 20)  # 45 x 45 with the mass in the centre: cropped, not shrunk
+    np.testing.assert_allclose(_check_init_kernel(big, 31)[0, 0].numpy(), out, atol=1e-7)

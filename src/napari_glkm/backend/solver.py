@@ -342,8 +342,16 @@ def _check_init_kernel(k, kernel_size: int) -> torch.Tensor | None:
         raise ValueError(f"init_kernel must be a square (k, k) array with odd k, got {k.shape}")
     if not np.all(np.isfinite(k)) or k.min() < 0 or k.sum() <= 0:
         raise ValueError("init_kernel must be finite, non-negative and not all zero")
-    t = torch.from_numpy(k / k.sum()).float()[None, None]
-    return resize_kernel(t, kernel_size) if k.shape[0] > kernel_size else t
+    n = k.shape[0]
+    if n < kernel_size:  # zero-pad, centred: a kernel's scale must not change
+        m = (kernel_size - n) // 2
+        k = np.pad(k, m)
+    elif n > kernel_size:  # keep the centre
+        m = (n - kernel_size) // 2
+        k = k[m : m + kernel_size, m : m + kernel_size]
+        if k.sum() <= 0:
+            raise ValueError(f"init_kernel has no mass in its central {kernel_size} x {kernel_size} pixels")
+    return torch.from_numpy(k / k.sum()).float()[None, None]
 
 
 def _network_start(encoder, prior, y_raw: torch.Tensor) -> torch.Tensor:
