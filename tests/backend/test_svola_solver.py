@@ -72,7 +72,7 @@ def test_uniform_mode_has_no_grid():
     steps = iter_deblur(img, preset="fast", iterations=1, kernel_size=15)
     first = next(steps)
     steps.close()
-    assert first.kernel_grid is None and first.centres is None and res.centres is None
+    assert first.kernel_grid is None and first.centres is None
 
 
 @pytest.mark.parametrize("kwargs, match", [
