@@ -45,13 +45,15 @@ def deblur(image, **options) -> DeblurResult:
     **options:
         Keyword options of :func:`iter_deblur`: ``kernel_size=31``, ``preset="default"``
         (``"fast"``, ``"default"``, ``"quality"``), ``device="auto"``, ``seed=0``,
-        ``iterations``, ``kernel_prior="glkm"``, ``weights``, ``roi``, ``init_kernel``.
+        ``iterations``, ``kernel_prior="glkm"``, ``weights``, ``roi``, ``init_kernel``,
+        ``nonuniform=False`` with ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
 
     Returns
     -------
     DeblurResult
         ``image`` (input's shape and value range, float32), ``kernel`` ``(k, k)``,
-        ``kernel_size``, ``losses``, ``timings``.
+        ``kernel_size``, ``losses``, ``timings``; with ``nonuniform=True`` also
+        ``kernel_grid`` ``(gy, gx, k, k)`` and ``centres`` ``(gy, gx, 2)``.
 
     Example
     -------
@@ -71,6 +73,7 @@ def deblur(image, **options) -> DeblurResult:
     return DeblurResult(
         image=last.image, kernel=last.kernel, kernel_size=last.kernel.shape[0],
         losses=list(last.history), timings=dict(last.timings), info=dict(last.info),
+        kernel_grid=last.kernel_grid, centres=last.centres,
     )
 
 

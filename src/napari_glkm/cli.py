@@ -30,6 +30,31 @@ def _kernel_image(kernel: np.ndarray, path: Path) -> np.ndarray:
     return kernel.astype(np.float32)
 
 
+def _kernel_out(step, path: Path) -> np.ndarray:
+    """The uniform kernel, or in non-uniform mode the kernel grid: a PNG/JPEG mosaic (each
+    kernel scaled to its maximum, 2-px gaps) or the raw ``(gy, gx, k, k)`` float32 array."""
+    if step.kernel_grid is None:
+        return _kernel_image(step.kernel, path)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        from .backend.kernel_grid import kernel_tiles
+
+        return to_dtype(kernel_tiles(step.kernel_grid) * 255.0, np.uint8)
+    return step.kernel_grid.astype(np.float32)
+
+
+def _parse_grid(text: str | None):
+    """``"4"`` -> 4, ``"3x4"`` -> (3, 4)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise CLIError(f"--grid must look like 4 or 3x4, got {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def _output_pixels(result: np.ndarray, source: np.ndarray, out: Path, dtype: str) -> np.ndarray:
     """Convert the float32 result (input's value range) to what ``out`` can hold."""
     raw = out.suffix.lower() in (".tif", ".tiff", ".npy")
@@ -71,6 +96,12 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
                    initializer=args.initializer)
+    grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
+                     overlap=args.overlap, smoothness=args.smoothness)
+    if args.nonuniform:
+        options.update(nonuniform=True, **grid_opts)
+    elif any(v is not None for v in grid_opts.values()):
+        raise CLIError("--grid, --patch-size, --overlap and --smoothness need --nonuniform")
     steps = iter_deblur(img.data, **options)
     last = next(steps)  # validates the image and the options before any progress bar shows
     with tqdm(total=last.total, desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
@@ -83,10 +114,12 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite)
     if args.kernel_out:
         kpath = Path(args.kernel_out)
-        write_image(kpath, _kernel_image(last.kernel, kpath), overwrite=args.overwrite)
+        write_image(kpath, _kernel_out(last, kpath), overwrite=args.overwrite)
     if not args.quiet:
         t = last.timings.get("total", float("nan"))
-        print(f"wrote {out} (kernel {last.kernel.shape[0]} px, {t:.1f} s)")
+        grid = "" if last.kernel_grid is None else " x {}x{} patches".format(
+            *last.kernel_grid.shape[:2])
+        print(f"wrote {out} (kernel {last.kernel.shape[0]} px{grid}, {t:.1f} s)")
     return 0
 
 
@@ -194,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting kernel: predicted by the initializer network (default) or random")
     d.add_argument("--initializer", default=None,
                    help="initializer weights file (safetensors or official netE .pth)")
+    d.add_argument("--nonuniform", action="store_true",
+                   help="spatially varying blur (SVOLA): one kernel per patch of a grid; "
+                        "--kernel-out then writes the kernel grid (PNG mosaic or raw array)")
+    d.add_argument("--grid", default=None, help="patches per side, e.g. 4 or 3x4 (default 3)")
+    d.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (instead of --grid)")
+    d.add_argument("--overlap", type=float, default=None, help="patch overlap fraction (default 0.5)")
+    d.add_argument("--smoothness", type=float, default=None,
+                   help="penalty between neighbouring patches' kernels (default 1.0)")
     d.add_argument("--dtype", default="input", choices=["input", "float32"],
                    help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -127,3 +127,32 @@ def test_convert_official_weights(tmp_path, capsys):
                         "-o", str(tmp_path / "evil.safetensors"))
     assert code == 2 and "refused" in err and "Traceback" not in err
     assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "evil.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_nonuniform_writes_kernel_grid_png(tmp_path, capsys, rng):
+    src = tmp_path / "in.png"
+    _run(capsys, "sample", "camera", "-o", str(src))
+    small = read_image(src).data[100:228, 100:292]
+    from napari_glkm._io import write_image
+    write_image(tmp_path / "small.png", small)
+    out, kern = tmp_path / "out.png", tmp_path / "grid.png"
+    code, stdout, err = _run(capsys, "deblur", str(tmp_path / "small.png"), "-o", str(out),
+                             "--kernel-out", str(kern), "--preset", "fast", "--iterations", "1",
+                             "--kernel-size", "15", "--nonuniform", "--grid", "1x2",
+                             "--overlap", "0.25")
+    assert code == 0, err
+    assert "1x2 patches" in stdout
+    mosaic = read_image(kern).data
+    assert mosaic.shape == (17, 34) and mosaic.dtype == np.uint8 and mosaic.max() == 255
+    assert read_image(out).data.shape == (128, 192)
+
+
+def test_grid_options_need_nonuniform(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    _run(capsys, "sample", "camera", "-o", str(src))
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"), "--grid", "3")
+    assert code == 2 and "--nonuniform" in err and "Traceback" not in err
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"),
+                        "--nonuniform", "--grid", "3y")
+    assert code == 2 and "--grid" in err

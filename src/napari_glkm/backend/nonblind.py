@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from .blur import conv_valid, conv_valid_adjoint
 
 __all__ = [
-    "periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv", "conjugate_gradient",
+    "periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv", "sparse_deconv_op",
+    "conjugate_gradient",
 ]
 
 
@@ -169,19 +170,46 @@ def sparse_deconv(
     """
     kk = k.shape[-1]
     c = kk // 2
+    x = sparse_deconv_op(
+        y, lambda v: conv_valid(v, k, method="fft"), lambda r: conv_valid_adjoint(r, k), c,
+        lam=lam, alpha=alpha, outer=outer, cg_iters=cg_iters, eps=eps, x0=x0,
+    )
+    if return_valid_domain:
+        return x
+    return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
+
+
+def sparse_deconv_op(
+    y: torch.Tensor,
+    A,
+    A_adjoint,
+    margin: int,
+    *,
+    lam: float = 2e-3,
+    alpha: float = 0.8,
+    outer: int = 4,
+    cg_iters: int = 30,
+    eps: float = 1e-3,
+    x0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`sparse_deconv` for any valid blur operator ``A`` (uniform or SVOLA).
+
+    ``A`` maps ``(B, C, H + 2 margin, W + 2 margin)`` to ``y``'s ``(B, C, H, W)`` and
+    ``A_adjoint`` back. Returns the whole estimate on the sharp domain (crop ``margin`` pixels
+    per side to align it with ``y``).
+    """
+    c = margin
     if x0 is None:
         x = F.pad(y, (c, c, c, c), mode="replicate")
     else:
         x = x0.clone()
-    rhs = conv_valid_adjoint(y, k)
+    rhs = A_adjoint(y)
     wx = torch.ones_like(x[..., :, 1:])
     wy = torch.ones_like(x[..., 1:, :])
 
     def normal_op(v: torch.Tensor) -> torch.Tensor:
         gx, gy = _grad(v)
-        return conv_valid_adjoint(conv_valid(v, k, method="fft"), k) + lam * _grad_adjoint(
-            wx * gx, wy * gy
-        )
+        return A_adjoint(A(v)) + lam * _grad_adjoint(wx * gx, wy * gy)
 
     for it in range(outer):
         if it > 0:  # the first solve is quadratic (weights 1), then IRLS re-weighting
@@ -189,9 +217,7 @@ def sparse_deconv(
             wx = alpha / 2 * gx.abs().clamp_min(eps) ** (alpha - 2)
             wy = alpha / 2 * gy.abs().clamp_min(eps) ** (alpha - 2)
         x = conjugate_gradient(normal_op, rhs, x, cg_iters)
-    if return_valid_domain:
-        return x
-    return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
+    return x
 
 
 def conjugate_gradient(op, b: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:

@@ -12,6 +12,10 @@ Pipeline:
 4. **final** — every channel of the full-resolution image restored by hyper-Laplacian
    non-blind deconvolution with the kernel (see ``DeblurOptions.final_kernel``).
 
+With ``nonuniform=True`` the stages ``local`` (per-patch kernels) and ``glkm-grid`` (joint
+projection of all patch kernels into the generator) run between 2/3 and 4, and the final
+restoration uses the SVOLA blur model (see :mod:`napari_glkm.backend.svola`).
+
 See docs/algorithm.md for the reasoning and the measurements behind this order.
 
 The generator yields a :class:`DeblurStep` after every iteration that is a preview point; the
@@ -43,6 +47,16 @@ from .stages import (
     projection_stage,
     pyramid_sizes,
 )
+from .svola import (
+    PatchGrid,
+    SVOLAConfig,
+    grid_projection_stage,
+    local_kernel_stage,
+    make_patch_grid,
+    n_local_iterations,
+    patch_confidence,
+    svola_restore,
+)
 from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
 from .weights import has_shipped, load_generator, load_initializer
 
@@ -62,11 +76,13 @@ class DeblurOptions:
     final_iters: int = 4
     preview_every: int = 10
     init_levels: int | None = None  # pyramid levels run after a network start (None: all)
+    svola: SVOLAConfig = SVOLAConfig()
 
 
 PRESETS: dict[str, DeblurOptions] = {
     "fast": DeblurOptions(pyramid=PyramidConfig(outer_iters=5),
-                          projection=ProjectionConfig(steps=150)),
+                          projection=ProjectionConfig(steps=150),
+                          svola=SVOLAConfig(outer_iters=4, projection_steps=150)),
     "default": DeblurOptions(pyramid=PyramidConfig(outer_iters=10)),
     "quality": DeblurOptions(
         pyramid=PyramidConfig(outer_iters=14),
@@ -120,7 +136,14 @@ class DeblurStep:
         Seconds per finished stage (and ``"total"`` on the final snapshot).
     info:
         Facts about the run: ``noise_sigma`` (estimated noise, [0, 1] units), ``crop``
-        (row, col, height, width of the kernel-estimation window), ``warm_start``.
+        (row, col, height, width of the kernel-estimation window), ``warm_start``; in
+        non-uniform mode also ``grid`` (gy, gx), ``overlap``, ``patch_shape`` (ph, pw) and
+        ``patch_confidence`` ``(gy, gx)`` (1: the patch's own kernel is trusted).
+    kernel_grid:
+        Non-uniform mode: ``(gy, gx, k, k)`` float32 current per-patch kernels (``None``
+        before the local stage and in uniform mode).
+    centres:
+        Non-uniform mode: ``(gy, gx, 2)`` float (row, col) patch centres in image pixels.
     """
 
     iteration: int
@@ -133,6 +156,8 @@ class DeblurStep:
     history: list[float] = field(default_factory=list, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    kernel_grid: np.ndarray | None = field(default=None, repr=False)
+    centres: np.ndarray | None = field(default=None, repr=False)
     _render: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @cached_property
@@ -152,7 +177,8 @@ class DeblurResult:
     image:
         Restored image, the input's shape and value range, float32.
     kernel:
-        ``(k, k)`` float32 estimated blur kernel (cross-correlation convention, sums to 1).
+        ``(k, k)`` float32 estimated blur kernel (cross-correlation convention, sums to 1); in
+        non-uniform mode the global (uniform) estimate.
     kernel_size:
         Kernel side in pixels.
     losses:
@@ -161,6 +187,9 @@ class DeblurResult:
         Seconds spent per stage and ``"total"``.
     info:
         ``noise_sigma``, ``crop`` and ``warm_start`` (see :class:`DeblurStep`).
+    kernel_grid, centres:
+        Non-uniform mode: ``(gy, gx, k, k)`` patch kernels and ``(gy, gx, 2)`` (row, col)
+        patch centres; ``None`` in uniform mode.
     """
 
     image: np.ndarray
@@ -169,6 +198,8 @@ class DeblurResult:
     losses: list[float]
     timings: dict[str, float]
     info: dict = field(default_factory=dict)
+    kernel_grid: np.ndarray | None = None
+    centres: np.ndarray | None = None
 
 
 def _make_kernel_prior(kernel_size: int, kernel_prior: str, weights, seed: int, device):
@@ -227,6 +258,11 @@ def iter_deblur(
     init_kernel: np.ndarray | None = None,
     init: str = "network",
     initializer: str | None = None,
+    nonuniform: bool = False,
+    grid: int | tuple[int, int] | None = None,
+    patch_size: int | None = None,
+    overlap: float | None = None,
+    smoothness: float | None = None,
 ) -> Iterator[DeblurStep]:
     """Blind deblurring as a generator of :class:`DeblurStep` snapshots.
 
@@ -267,6 +303,19 @@ def iter_deblur(
     initializer:
         Path of an initializer file (ours or an official ``netE_{k}.pth``) instead of the
         shipped one.
+    nonuniform:
+        Estimate a spatially varying blur (SVOLA): one kernel per patch of a grid, started
+        from the global kernel; see :mod:`napari_glkm.backend.svola`.
+    grid:
+        Non-uniform mode: patches per side, ``n`` or ``(gy, gx)`` (default 3, fewer when the
+        image is too small for patches of at least ``2 * kernel_size`` pixels).
+    patch_size:
+        Non-uniform mode: patch side in pixels instead of ``grid``.
+    overlap:
+        Non-uniform mode: overlap fraction of neighbouring patches, in [0, 0.9] (default 0.5).
+    smoothness:
+        Non-uniform mode: weight of the penalty between neighbouring patches' feature maps
+        (default 1.0; 0 disables it).
 
     Yields
     ------
@@ -291,12 +340,20 @@ def iter_deblur(
         raise ValueError(f"seed must be an integer, got {seed!r}")
     box = _check_roi(roi, prepared.data.shape[:2], kernel_size)
     start = _check_init_kernel(init_kernel, kernel_size)
+    patch_grid = None
+    if not isinstance(nonuniform, (bool, np.bool_)):
+        raise ValueError(f"nonuniform must be True or False, got {nonuniform!r}")
+    if nonuniform:
+        opts, patch_grid = _svola_options(opts, prepared.data.shape[:2], kernel_size, grid,
+                                          patch_size, overlap, smoothness)
+    elif any(v is not None for v in (grid, patch_size, overlap, smoothness)):
+        raise ValueError("grid, patch_size, overlap and smoothness need nonuniform=True")
     torch.manual_seed(seed)
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
     encoder, init_info = _make_initializer(init, initializer, prior, start is not None, dev)
     # Everything is checked: errors above surface at the call, not at the first next().
     return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, start, encoder,
-                init_info)
+                init_info, patch_grid)
 
 
 def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
@@ -314,6 +371,21 @@ def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
         return None, f"random (no initializer shipped for generator size {size})"
     net = load_initializer(size, path).to(dev)
     return net, "network"
+
+
+def _svola_options(opts: DeblurOptions, shape, kernel_size: int, grid, patch_size, overlap,
+                   smoothness) -> tuple[DeblurOptions, PatchGrid]:
+    cfg = opts.svola
+    if overlap is not None:
+        cfg = replace(cfg, overlap=overlap)
+    if smoothness is not None:
+        if isinstance(smoothness, bool) or not isinstance(smoothness, (int, float, np.floating)) \
+                or not np.isfinite(smoothness) or smoothness < 0:
+            raise ValueError(f"smoothness must be a non-negative number, got {smoothness!r}")
+        cfg = replace(cfg, smoothness=float(smoothness))
+    patch_grid = make_patch_grid(shape, kernel_size, grid=grid, patch_size=patch_size,
+                                 overlap=cfg.overlap, default_grid=cfg.default_grid)
+    return replace(opts, svola=replace(cfg, grid=patch_grid.grid)), patch_grid
 
 
 def _check_roi(roi, shape: tuple[int, int], kernel_size: int) -> tuple[int, int, int, int] | None:
@@ -367,6 +439,7 @@ def _run(
     prepared: PreparedImage, prior, kernel_size: int, opts: DeblurOptions, dev: torch.device,
     seed: int, roi: tuple[int, int, int, int] | None, init: torch.Tensor | None,
     encoder=None, init_info: str = "random",
+    patch_grid: PatchGrid | None = None,
 ) -> Iterator[DeblurStep]:
     t_start = time.perf_counter()
     lum_np = prepared.luminance()
@@ -395,15 +468,22 @@ def _run(
     n_kernel = len(sizes) * opts.pyramid.outer_iters + 1
     n_proj = -(-opts.projection.steps // opts.projection.chunk)
     total = n_kernel + n_proj + opts.dip.iters + 1
+    if patch_grid is not None:
+        total += n_local_iterations(opts.svola)
+        info.update(grid=patch_grid.grid, overlap=patch_grid.overlap,
+                    patch_shape=patch_grid.patch_shape)
     timings: dict[str, float] = {}
     history: list[float] = []
     it = 0
+    grid_now: list[np.ndarray | None] = [None]  # latest (gy, gx, k, k) kernel grid
+    centres = None if patch_grid is None else patch_grid.centres.copy()
 
     def snapshot(stage: str, loss: float, k: torch.Tensor) -> DeblurStep:
         k = k.detach()
         return DeblurStep(it, total, stage, k[0, 0].cpu().numpy().copy(), loss,
                           time.perf_counter() - t_start, history=history, timings=dict(timings),
-                          info=info, _render=_preview(prepared, k))
+                          info=info, kernel_grid=grid_now[0], centres=centres,
+                          _render=_preview(prepared, k))
 
     def record(stage: str, loss: float, k_fn) -> Iterator[DeblurStep]:
         nonlocal it
@@ -432,12 +512,58 @@ def _run(
             yield from record("dip", loss, lambda: prior())
         timings["dip"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     with torch.no_grad():
         k = prior().detach() if opts.final_kernel == "prior" or opts.dip.iters > 0 else k_est
-        restored = _restore(prepared, k, opts)
+    patch_kernels = None
+    if patch_grid is not None:
+        gy, gx = patch_grid.grid
+
+        def to_grid(ks: torch.Tensor) -> np.ndarray:
+            return ks.detach()[:, 0].cpu().numpy().reshape(gy, gx, *ks.shape[-2:]).copy()
+
+        t0 = time.perf_counter()
+        k_loc = k
+        for loss, k_loc in local_kernel_stage(lum, patch_grid, k, opts.pyramid, opts.svola):
+            grid_now[0] = to_grid(k_loc)
+            yield from record("local", loss, lambda: k)
+        conf = patch_confidence(lum, patch_grid, opts.svola.anchor_energy).to(k.dtype)
+        info["patch_confidence"] = conf.cpu().numpy().reshape(gy, gx)
+        targets = conf[:, None, None, None] * k_loc + (1 - conf[:, None, None, None]) * k
+        grid_now[0] = to_grid(targets)
+        timings["local"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        patch_kernels = targets
+        if isinstance(prior, GeneratorKernelPrior):
+            gprior = GeneratorKernelPrior(prior.generator, fmap=prior.fmap.detach().expand(
+                patch_grid.n, -1, -1, -1).contiguous(), crop=prior.size)
+            for loss in grid_projection_stage(gprior, targets, patch_grid, opts.svola):
+                with torch.no_grad():
+                    grid_now[0] = to_grid(gprior())
+                yield from record("glkm-grid", loss, lambda: k)
+            if opts.svola.final_kernel == "prior":
+                with torch.no_grad():
+                    patch_kernels = gprior().detach()
+        grid_now[0] = to_grid(patch_kernels)
+        timings["glkm-grid"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if patch_kernels is None:
+            restored = _restore(prepared, k, opts)
+        else:
+            restored = _restore_svola(prepared, patch_kernels, patch_grid, opts)
     timings["final"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     yield DeblurStep(it, total, "final", k[0, 0].cpu().numpy().copy(),
                      history[-1] if history else float("nan"), timings["total"], final=True,
-                     history=history, timings=timings, info=info, _render=lambda: restored)
+                     history=history, timings=timings, info=info, kernel_grid=grid_now[0],
+                     centres=centres, _render=lambda: restored)
+
+
+def _restore_svola(prepared: PreparedImage, kernels: torch.Tensor, grid: PatchGrid,
+                   opts: DeblurOptions) -> np.ndarray:
+    y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(kernels.device)
+    x = svola_restore(y, kernels, grid, lam=opts.final_lambda, alpha=opts.final_alpha,
+                      outer=opts.final_iters)
+    x = x.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    return prepared.to_user_range(x)

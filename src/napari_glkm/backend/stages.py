@@ -117,7 +117,10 @@ def least_squares_kernel(
     iters: int,
 ) -> torch.Tensor:
     """``argmin_k Σ ||x_i ⋆ k - y_i||² + gamma ||k||²`` by CG (warm start ``k0``), then
-    clipped to non-negative and normalised to sum 1."""
+    clipped to non-negative and normalised to sum 1.
+
+    Batched: ``x_i``/``y_i`` ``(B, 1, ., .)`` with ``k0`` ``(B, 1, k, k)`` solve ``B`` independent
+    problems (one kernel per image, e.g. per SVOLA patch)."""
     def normal_op(k: torch.Tensor) -> torch.Tensor:
         out = gamma * k
         for x in xs:
@@ -126,7 +129,7 @@ def least_squares_kernel(
 
     rhs = sum(conv_valid(x, y, method="fft") for x, y in zip(xs, ys))
     k = conjugate_gradient(normal_op, rhs, k0.clone(), iters).clamp_min(0)
-    return k / k.sum().clamp_min(1e-12)
+    return k / k.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
 
 
 def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:

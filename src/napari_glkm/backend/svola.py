@@ -1,0 +1,244 @@
+"""Non-uniform (SVOLA) blind deblurring: patch grid, local kernels, joint GLKM projection.
+
+Schedule (global -> local), run by :func:`~napari_glkm.backend.solver.iter_deblur` with
+``nonuniform=True`` after the uniform kernel and GLKM stages:
+
+1. **local** — every patch of a ``gy x gx`` grid (overlapping, see :class:`PatchGrid`) gets a
+   pixel kernel by the same L0 / least-squares alternation as the global stage, warm-started
+   from the global kernel on the two finest pyramid levels; all patches run as one batch.
+2. **trust** — patches with little texture (gradient energy below ``anchor_energy`` times the
+   median patch's) cannot constrain a kernel: their target is blended towards the global kernel
+   in proportion (``confidence`` in [0, 1]).
+3. **glkm-grid** — the ``P`` feature maps of the generator's first layer, all started from the
+   global kernel's map, are fitted jointly (one generator call per step for all patches) to
+   those targets: ``Σ_p ||G(F_p) - t_p||_1 + smoothness Σ_{p~q} mean((F_p - F_q)²)`` over
+   4-neighbours, so the GLKM prior and the neighbours regularise noisy patch estimates.
+4. **final** — hyper-Laplacian deconvolution on the SVOLA model (conjugate gradients on the
+   normal equations of ``Σ_p (w_p ⊙ x) ⋆ k_p``) at full resolution.
+
+No public GLKM code covers the non-uniform case; patch size, overlap, windows and schedule are
+ours (docs/algorithm.md, "Non-uniform blur").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .blur import svola_adjoint, svola_blur, svola_windows, svola_windows_1d
+from .kernel_prior import GeneratorKernelPrior
+from .nonblind import sparse_deconv_op
+from .stages import PyramidConfig, coarse_to_fine_stage
+from .validation import min_image_side
+
+__all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
+           "patch_confidence", "grid_projection_stage", "svola_restore"]
+
+
+@dataclass(frozen=True)
+class SVOLAConfig:
+    """Settings of the non-uniform mode.
+
+    grid / patch_size:
+        Patches per side ``(gy, gx)``, or the patch side in pixels (the grid follows); at most
+        one of them; neither gives ``default_grid`` (reduced if the image is too small).
+    overlap:
+        Fraction of a patch shared with its neighbour, in [0, 0.9].
+    smoothness:
+        Weight of the feature-map difference between neighbouring patches.
+    """
+
+    grid: tuple[int, int] | None = None
+    patch_size: int | None = None
+    overlap: float = 0.5
+    smoothness: float = 1.0
+    default_grid: int = 3
+    levels: int = 2
+    outer_iters: int = 8
+    anchor_energy: float = 0.5
+    projection_steps: int = 300
+    projection_lr: float = 2e-2
+    chunk: int = 50
+    final_kernel: str = "prior"  # "prior" (G(F_p)) or "estimate" (trusted pixel kernels)
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """A ``gy x gx`` grid of equal, overlapping patches over an ``(H, W)`` image.
+
+    Attributes
+    ----------
+    shape:
+        ``(H, W)`` of the image.
+    grid:
+        ``(gy, gx)``.
+    overlap:
+        Overlap fraction of neighbouring patches.
+    centres:
+        ``(gy, gx, 2)`` float (row, col) patch centres, pixels.
+    patch_shape:
+        ``(ph, pw)`` integer patch size (the support of a window).
+    boxes:
+        ``(gy * gx, 4)`` int ``(row0, col0, row1, col1)`` half-open patch boxes, row-major.
+    """
+
+    shape: tuple[int, int]
+    grid: tuple[int, int]
+    overlap: float
+    centres: np.ndarray
+    patch_shape: tuple[int, int]
+    boxes: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def windows(self, pad: int = 0, dtype=torch.float32, device=None) -> torch.Tensor:
+        """``(P, 1, H + 2 pad, W + 2 pad)`` SVOLA windows (sum to one)."""
+        return svola_windows(self.shape, self.grid, self.overlap, pad=pad, dtype=dtype,
+                             device=device)[0]
+
+    def neighbours(self) -> list[tuple[int, int]]:
+        """4-connected pairs ``(p, q)`` of patch indices."""
+        gy, gx = self.grid
+        pairs = [(i * gx + j, i * gx + j + 1) for i in range(gy) for j in range(gx - 1)]
+        return pairs + [(i * gx + j, (i + 1) * gx + j) for i in range(gy - 1) for j in range(gx)]
+
+
+def _positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _grid_for(length: int, patch: int, overlap: float) -> int:
+    return max(1, int(round(1 + (length / patch - 1) / (1 - overlap))))
+
+
+def make_patch_grid(
+    shape: tuple[int, int], kernel_size: int, *, grid=None, patch_size=None,
+    overlap: float = 0.5, default_grid: int = 3,
+) -> PatchGrid:
+    """Validate the grid options and lay out the patches (see :class:`SVOLAConfig`).
+
+    Raises ``ValueError`` when the options are malformed or when a patch would be smaller than
+    the solver's minimum image side for ``kernel_size`` (``2 k`` and at least 32 pixels).
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float, np.floating)) \
+            or not 0.0 <= float(overlap) <= 0.9:
+        raise ValueError(f"overlap must be a number in [0, 0.9], got {overlap!r}")
+    overlap = float(overlap)
+    h, w = shape
+    need = min_image_side(kernel_size)
+    if grid is not None and patch_size is not None:
+        raise ValueError("give either grid or patch_size, not both")
+    if grid is not None:
+        if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
+            grid = (grid, grid)
+        if not isinstance(grid, (tuple, list)) or len(grid) != 2:
+            raise ValueError(f"grid must be an integer or (gy, gx), got {grid!r}")
+        gy, gx = (_positive_int(g, "grid") for g in grid)
+    elif patch_size is not None:
+        ps = _positive_int(patch_size, "patch_size")
+        if ps < need:
+            raise ValueError(f"patch_size must be at least {need} pixels for kernel size "
+                             f"{kernel_size}, got {ps}")
+        gy, gx = _grid_for(h, min(ps, h), overlap), _grid_for(w, min(ps, w), overlap)
+    else:
+        gy = gx = default_grid
+        while gy > 1 and h / (1 + (gy - 1) * (1 - overlap)) < need:
+            gy -= 1
+        while gx > 1 and w / (1 + (gx - 1) * (1 - overlap)) < need:
+            gx -= 1
+    _, cy, sy = svola_windows_1d(h, gy, overlap)
+    _, cx, sx = svola_windows_1d(w, gx, overlap)
+    ph, pw = min(int(round(sy)), h), min(int(round(sx)), w)
+    if min(ph, pw) < need:
+        raise ValueError(
+            f"a {gy}x{gx} grid with overlap {overlap} gives {ph}x{pw}-pixel patches on a "
+            f"{h}x{w} image; kernel size {kernel_size} needs at least {need} pixels per side: "
+            f"use fewer patches, a smaller overlap or a smaller kernel_size"
+        )
+    centres = torch.stack(torch.meshgrid(cy, cx, indexing="ij"), dim=-1).numpy()
+    r0 = np.clip(np.round(cy.numpy() - (ph - 1) / 2).astype(int), 0, h - ph)
+    c0 = np.clip(np.round(cx.numpy() - (pw - 1) / 2).astype(int), 0, w - pw)
+    boxes = np.array([(r, c, r + ph, c + pw) for r in r0 for c in c0], dtype=int)
+    return PatchGrid((h, w), (gy, gx), overlap, centres, (ph, pw), boxes)
+
+
+def _patches(lum: torch.Tensor, grid: PatchGrid, max_side: int) -> torch.Tensor:
+    """``(P, 1, ph', pw')`` luminance patches, centre-cropped to at most ``max_side``."""
+    ph, pw = grid.patch_shape
+    mh, mw = (ph - min(ph, max_side)) // 2, (pw - min(pw, max_side)) // 2
+    return torch.cat([lum[..., r0 + mh : r1 - mh, c0 + mw : c1 - mw]
+                      for r0, c0, r1, c1 in grid.boxes.tolist()])
+
+
+def local_kernel_stage(
+    lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, pyramid: PyramidConfig,
+    cfg: SVOLAConfig,
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Per-patch pixel kernels of gray ``lum`` ``(1, 1, H, W)``, all patches as one batch.
+
+    Yields ``(loss, kernels (P, 1, k, k))`` after every alternation; the last is the estimate.
+    """
+    patches = _patches(lum, grid, pyramid.max_side)
+    init = k_global.expand(grid.n, -1, -1, -1).contiguous()
+    local = replace(pyramid, outer_iters=cfg.outer_iters)
+    yield from coarse_to_fine_stage(patches, k_global.shape[-1], local, init=init,
+                                    levels=cfg.levels)
+
+
+def patch_confidence(lum: torch.Tensor, grid: PatchGrid, anchor_energy: float) -> torch.Tensor:
+    """``(P,)`` trust in each patch's own kernel: its mean gradient magnitude over
+    ``anchor_energy`` times the median patch's, clipped to [0, 1]."""
+    patches = _patches(lum, grid, 10**9)
+    gx = (patches[..., :, 1:] - patches[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    gy = (patches[..., 1:, :] - patches[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    energy = gx + gy
+    ref = anchor_energy * energy.median().clamp_min(1e-12)
+    return (energy / ref).clamp(0.0, 1.0)
+
+
+def grid_projection_stage(
+    prior: GeneratorKernelPrior, targets: torch.Tensor, grid: PatchGrid, cfg: SVOLAConfig,
+) -> Iterator[float]:
+    """Fit ``prior``'s ``P`` feature maps ``(P, 256, s, s)`` to ``targets`` ``(P, 1, k, k)``
+    with the neighbour smoothness penalty; yields the loss every ``cfg.chunk`` steps."""
+    opt = torch.optim.Adam([prior.fmap], lr=cfg.projection_lr)
+    pairs = grid.neighbours()
+    p_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long)
+    q_idx = torch.tensor([b for _, b in pairs], dtype=torch.long)
+    for step in range(cfg.projection_steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (prior() - targets).abs().sum()
+        if pairs and cfg.smoothness > 0:
+            f = prior.fmap
+            loss = loss + cfg.smoothness * ((f[p_idx] - f[q_idx]) ** 2).mean(dim=(1, 2, 3)).sum()
+        loss.backward()
+        opt.step()
+        if (step + 1) % cfg.chunk == 0 or step + 1 == cfg.projection_steps:
+            yield float(loss.detach())
+
+
+def svola_restore(
+    y: torch.Tensor, kernels: torch.Tensor, grid: PatchGrid, *, lam: float, alpha: float,
+    outer: int,
+) -> torch.Tensor:
+    """Hyper-Laplacian deconvolution of ``y`` ``(1, C, H, W)`` on the SVOLA model with patch
+    ``kernels`` ``(P, 1, k, k)``; returns ``(1, C, H, W)`` aligned with ``y``."""
+    c = kernels.shape[-1] // 2
+    win = grid.windows(pad=c, dtype=y.dtype, device=y.device)
+    x = sparse_deconv_op(y, lambda v: svola_blur(v, kernels, win),
+                         lambda r: svola_adjoint(r, kernels, win), c,
+                         lam=lam, alpha=alpha, outer=outer)
+    return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
+
+
+def n_local_iterations(cfg: SVOLAConfig) -> int:
+    """Snapshots the local + grid-projection stages yield (for progress totals)."""
+    return cfg.levels * cfg.outer_iters + 1 + math.ceil(cfg.projection_steps / cfg.chunk)

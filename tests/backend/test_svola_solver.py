@@ -1,0 +1,103 @@
+"""Non-uniform (SVOLA) mode of the solver: option checks, grid layout, a two-kernel image."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from napari_glkm import deblur, iter_deblur
+from napari_glkm.backend.blur import svola_blur, svola_windows
+from napari_glkm.backend.svola import make_patch_grid
+
+
+def _line_kernel(size: int, vertical: bool) -> np.ndarray:
+    k = np.zeros((size, size))
+    k[size // 2, 2:-2] = 1.0
+    k = k.T if vertical else k
+    return k / k.sum()
+
+
+def _kernel_distance(est: np.ndarray, truth: np.ndarray) -> float:
+    """1 - normalised correlation, best over shifts of up to 3 px (insensitive to the spread
+    that every estimate has around a one-pixel line)."""
+    best = max(float((np.roll(est, (dy, dx), (0, 1)) * truth).sum())
+               for dy in range(-3, 4) for dx in range(-3, 4))
+    return 1.0 - best / (np.linalg.norm(est) * np.linalg.norm(truth))
+
+
+@pytest.fixture(scope="module")
+def two_kernel_case():
+    """Left half blurred horizontally, right half vertically (SVOLA, 1x2 grid, 20 % overlap)."""
+    k = 15
+    sharp = transform.resize(data.camera().astype(np.float64) / 255, (256, 256), anti_aliasing=True)
+    sharp = sharp[60 : 60 + 96 + k - 1, : 192 + k - 1]
+    truth = np.stack([_line_kernel(k, False), _line_kernel(k, True)])
+    win, _ = svola_windows((96, 192), (1, 2), 0.2, pad=k // 2, dtype=torch.float64)
+    y = svola_blur(torch.from_numpy(sharp)[None, None], torch.from_numpy(truth)[:, None], win)
+    y = y[0, 0].numpy() + 0.005 * np.random.default_rng(0).normal(size=(96, 192))
+    return np.clip(y, 0, 1).astype(np.float32), truth
+
+
+@pytest.mark.slow
+def test_two_kernel_image_local_kernels_beat_uniform(two_kernel_case):
+    y, truth = two_kernel_case
+    res = deblur(y, preset="fast", kernel_size=15, nonuniform=True, grid=(1, 2), overlap=0.2)
+    assert res.kernel_grid.shape == (1, 2, 15, 15) and res.centres.shape == (1, 2, 2)
+    assert res.image.shape == y.shape
+    np.testing.assert_allclose(res.kernel_grid.sum(axis=(-2, -1)), 1.0, atol=1e-4)
+    for j in range(2):
+        local = _kernel_distance(res.kernel_grid[0, j], truth[j])
+        glob = _kernel_distance(res.kernel, truth[j])
+        assert local < glob, (j, local, glob)
+    assert res.centres[0, 0, 1] < 96 < res.centres[0, 1, 1]
+
+
+@pytest.mark.slow
+def test_steps_carry_live_kernel_grid(two_kernel_case):
+    y, _ = two_kernel_case
+    steps = list(iter_deblur(y, preset="fast", kernel_size=15, iterations=1, nonuniform=True,
+                             grid=(1, 2), overlap=0.2, preview_every=1))
+    stages = [s.stage for s in steps]
+    assert "local" in stages and "glkm-grid" in stages and steps[-1].final
+    assert steps[0].kernel_grid is None  # global stage first
+    local = [s for s in steps if s.stage in ("local", "glkm-grid")]
+    assert all(s.kernel_grid.shape == (1, 2, 15, 15) for s in local)
+    assert steps[-1].info["grid"] == (1, 2) and steps[-1].info["patch_confidence"].shape == (1, 2)
+    assert [s.iteration for s in steps[:-1]] == list(range(len(steps) - 1))
+    assert steps[-1].iteration == steps[-1].total - 1 == len(steps) - 1
+
+
+def test_uniform_mode_has_no_grid():
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    steps = iter_deblur(img, preset="fast", iterations=1, kernel_size=15)
+    first = next(steps)
+    steps.close()
+    assert first.kernel_grid is None and first.centres is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(grid=2), "need nonuniform=True"),
+    (dict(nonuniform=True, grid=0), "grid must be a positive integer"),
+    (dict(nonuniform=True, grid=(2, 2, 2)), r"grid must be an integer or \(gy, gx\)"),
+    (dict(nonuniform=True, grid=8), "use fewer patches"),
+    (dict(nonuniform=True, overlap=0.95), "overlap"),
+    (dict(nonuniform=True, grid=2, patch_size=64), "either grid or patch_size"),
+    (dict(nonuniform=True, patch_size=10), "patch_size must be at least"),
+    (dict(nonuniform=True, smoothness=-1.0), "smoothness"),
+    (dict(nonuniform="yes"), "nonuniform must be True or False"),
+])
+def test_option_errors(kwargs, match):
+    img = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        iter_deblur(img, kernel_size=15, **kwargs)
+
+
+def test_patch_grid_layout():
+    pg = make_patch_grid((100, 160), 15, grid=(2, 3), overlap=0.5)
+    assert pg.grid == (2, 3) and pg.boxes.shape == (6, 4) and pg.centres.shape == (2, 3, 2)
+    ph, pw = pg.patch_shape
+    assert (pg.boxes[:, 2] - pg.boxes[:, 0] == ph).all() and (pg.boxes[:, 3] - pg.boxes[:, 1] == pw).all()
+    assert pg.boxes[:, :2].min() == 0 and pg.boxes[:, 2].max() == 100 and pg.boxes[:, 3].max() == 160
+    assert len(pg.neighbours()) == 2 * 2 + 3
+    assert make_patch_grid((300, 300), 15, patch_size=120, overlap=0.5).grid == (4, 4)
+    assert make_patch_grid((64, 64), 31).grid == (1, 1)  # default 3x3 shrinks to fit
