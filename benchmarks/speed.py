@@ -30,12 +30,12 @@ import numpy as np, torch
 from napari_glkm import iter_deblur
 from napari_glkm._sample_data import blurred_sample
 from napari_glkm.backend.weights import has_shipped
-size, ksize, preset, device, threads = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+size, ksize, preset, device, threads, rgb = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1"
 if threads > 0:
     torch.set_num_threads(threads)
-img = blurred_sample("camera").blurry
+img = blurred_sample("astronaut" if rgb else "camera").blurry
 reps = -(-size // img.shape[0])
-img = np.tile(img, (reps, reps))[:size, :size].copy()
+img = np.tile(img, (reps, reps) + ((1,) if rgb else ()))[:size, :size].copy()
 prior = "glkm" if has_shipped("generator", ksize, at_least=True) else "free"
 t0 = time.perf_counter()
 n = 0
@@ -49,7 +49,7 @@ if device.startswith("cuda"):
 else:
     gpu_peak = None
 print(json.dumps({
-    "image": size, "kernel": ksize, "prior": prior, "iterations": n, "seconds": total,
+    "image": size, "rgb": rgb, "kernel": ksize, "prior": prior, "iterations": n, "seconds": total,
     "seconds_per_iteration": total / max(n, 1), "timings": last.timings,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "gpu_peak_mb": gpu_peak,
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel-sizes", type=int, nargs="+", default=[31, 55, 75])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--rgb", action="store_true", help="colour (H, W, 3) images")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = subprocess.run(
                 [sys.executable, "-c", _CHILD, str(size), str(ksize), args.preset, args.device,
-                 str(args.threads)],
+                 str(args.threads), "1" if args.rgb else "0"],
                 capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(f"{size:>6} {ksize:>6} failed: {out.stderr.strip().splitlines()[-1]}")
@@ -89,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{t.get('kernel', 0):>8.1f} {t.get('final', 0):>7.1f} {r['peak_rss_mb']:>7.0f}",
                   flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    report = {"preset": args.preset, "device": args.device, "rows": rows,
+    report = {"preset": args.preset, "device": args.device, "rgb": args.rgb, "rows": rows,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "load_average_at_end": load}
-    path = Path(args.json) if args.json else RESULTS / f"speed_{args.preset}_{args.device}.json"
+    path = Path(args.json) if args.json else RESULTS / f"speed_{args.preset}_{args.device}{'_rgb' if args.rgb else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     print(f"wrote {path}")
