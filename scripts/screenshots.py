@@ -54,6 +54,8 @@ def save(viewer, path: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/images")
+    ap.add_argument("--only", choices=["all", "nonuniform"], default="all",
+                    help="nonuniform: only the kernel-grid overlay picture")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,11 @@ def main(argv=None) -> None:
     viewer.window.resize(1500, 900)
     _, weights = viewer.window.add_plugin_dock_widget("napari-glkm", "Weights and device")
     _, deblur = viewer.window.add_plugin_dock_widget("napari-glkm", "Blind deblur")
+
+    if args.only == "nonuniform":
+        nonuniform_shot(viewer, deblur, out)
+        viewer.close()
+        return
 
     # 1. the blurred photo sample, its true kernel and the two widgets
     viewer.open_sample("napari-glkm", "camera")
@@ -99,7 +106,27 @@ def main(argv=None) -> None:
     viewer.layers.move(viewer.layers.index("ROI"), len(viewer.layers))
     viewer.reset_view()
     save(viewer, out / "napari_roi.png")
+
+    # 4. non-uniform mode: the kernel-grid overlay on the restored image
+    nonuniform_shot(viewer, deblur, out)
     viewer.close()
+
+
+def nonuniform_shot(viewer, deblur, out: Path) -> None:
+    """The camera sample deblurred in non-uniform mode (3 x 3 grid) with its overlay."""
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    viewer.open_sample("napari-glkm", "camera")
+    deblur.reset_choices()
+    deblur.image_combo.setCurrentText("camera (blurred)")
+    deblur.preset.setCurrentText("fast")
+    deblur.nonuniform.setChecked(True)
+    deblur.grid.setValue(3)
+    deblur.start()
+    wait(deblur)
+    viewer.layers["camera (blurred)"].visible = False
+    viewer.reset_view()
+    save(viewer, out / "napari_nonuniform.png")
 
 
 if __name__ == "__main__":

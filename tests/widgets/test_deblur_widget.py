@@ -103,6 +103,7 @@ def test_run_creates_result_and_kernel_layers(make_napari_viewer, qtbot, image96
     assert k_top_left[1] > img_bottom_right[1]
     assert abs(k_top_left[0] - img_top_left[0]) < 1e-6
     assert not out.metadata["napari_glkm"]["partial"]
+    assert "cam kernel grid" not in viewer.layers  # the overlay is for non-uniform runs only
     np.testing.assert_array_equal(layer.data, before)
     assert w.run_btn.isEnabled() and w.run_state is RunState.IDLE
 

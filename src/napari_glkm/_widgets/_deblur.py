@@ -36,12 +36,18 @@ from qtpy.QtWidgets import (
 from ..backend.solver import PRESETS
 from ..backend.stack import StackStep, iter_deblur_stack
 from ._layers import check_layer, frames_of, kernel_kwargs, output_kwargs, roi_from_shapes
+from ._overlay import KernelGridOverlay
 from ._state import PluginState, state_for
 from ._worker import Update, run_stack
 
 __all__ = ["DeblurWidget", "RunState"]
 
 NO_ROI = "(none: automatic window)"
+_NONUNIFORM_TIP = ("estimate a spatially varying blur: one kernel per patch of a grid, blended "
+                   "(SVOLA); the kernels are drawn on the image ('<name> kernel grid', "
+                   "'<name> patches')")
+_NONUNIFORM_STACK_TIP = ("non-uniform mode deblurs single images (gray or RGB) only, not "
+                         "stacks: deblur one frame of the stack instead")
 _PBAR_TOTAL = 1000
 
 
@@ -102,6 +108,21 @@ class DeblurWidget(QWidget):
         self.shared_kernel = QCheckBox("one kernel for the whole stack")
         self.warm_start = QCheckBox("warm-start each frame from the previous kernel")
         self.warm_start.setChecked(True)
+        self.nonuniform = QCheckBox("Non-uniform (SVOLA)")
+        self.nonuniform.setToolTip(_NONUNIFORM_TIP)
+        self.grid = QSpinBox()
+        self.grid.setRange(2, 8)
+        self.grid.setValue(3)
+        self.grid.setSuffix(" patches per side")
+        self.grid.setToolTip("non-uniform mode: the image is split into grid × grid overlapping "
+                             "patches, each with its own kernel")
+        self.grid.setEnabled(False)
+        self.nonuniform.toggled.connect(
+            lambda on: self.grid.setEnabled(on and self.nonuniform.isEnabled()))
+        self.show_grid = QCheckBox("Show kernel grid")
+        self.show_grid.setChecked(True)
+        self.show_grid.setToolTip("show the per-patch kernels and patch outlines on the image")
+        self.show_grid.toggled.connect(self._show_grid_toggled)
         self.run_btn = QPushButton("Run")
         self.run_btn.clicked.connect(lambda: self.start())
         self.cancel_btn = QPushButton("Cancel")
@@ -123,6 +144,9 @@ class DeblurWidget(QWidget):
         form.addRow("Preview every:", self.preview_every)
         form.addRow("Stack:", self.shared_kernel)
         form.addRow("", self.warm_start)
+        form.addRow("Blur:", self.nonuniform)
+        form.addRow("Grid:", self.grid)
+        form.addRow("", self.show_grid)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
         buttons.addWidget(self.cancel_btn)
@@ -155,6 +179,9 @@ class DeblurWidget(QWidget):
             is_stack = layer.data.ndim > (3 if layer.rgb else 2)
         self.shared_kernel.setEnabled(is_stack)
         self.warm_start.setEnabled(is_stack)
+        self.nonuniform.setEnabled(not is_stack)
+        self.nonuniform.setToolTip(_NONUNIFORM_STACK_TIP if is_stack else _NONUNIFORM_TIP)
+        self.grid.setEnabled(not is_stack and self.nonuniform.isChecked())
 
     def _state_changed(self, *_args) -> None:
         self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
@@ -182,6 +209,8 @@ class DeblurWidget(QWidget):
             opts["iterations"] = self.iterations.value()
         if opts["kernel_prior"] == "glkm" and self.state.weights:
             opts["weights"] = self.state.weights
+        if self.nonuniform.isEnabled() and self.nonuniform.isChecked():
+            opts.update(nonuniform=True, grid=self.grid.value())
         return opts
 
     # -- run / cancel ----------------------------------------------------------------------
@@ -200,6 +229,9 @@ class DeblurWidget(QWidget):
             layer = check_layer(layer)
             frames, plan = frames_of(layer)
             opts = self.options()
+            if opts.get("nonuniform") and plan.is_stack:
+                raise ValueError(f"'{layer.name}' is a stack; non-uniform mode deblurs single "
+                                 f"images only: uncheck Non-uniform, or deblur one frame")
             roi_name = self.roi_combo.currentText()
             if roi_name and roi_name != NO_ROI:
                 opts["roi"] = roi_from_shapes(self.viewer.layers[roi_name], layer)
@@ -213,7 +245,9 @@ class DeblurWidget(QWidget):
         self._job = dict(layer=layer, plan=plan, shared=shared, opts=opts, t0=time.perf_counter(),
                          out=None, kern=None, out_layer=None, kern_layer=None,
                          done=[False] * plan.n_frames, seconds=[None] * plan.n_frames,
-                         warm=[False] * plan.n_frames)
+                         warm=[False] * plan.n_frames,
+                         overlay=KernelGridOverlay(self.viewer, layer, plan.frame_shape[:2],
+                                                   self.show_grid.isChecked()))
         self._run = run
         self._outcome = ""
         self._pbar = progress(total=_PBAR_TOTAL, desc=f"Deblurring {layer.name}")
@@ -308,6 +342,13 @@ class DeblurWidget(QWidget):
             if job["kern_layer"] in self.viewer.layers:
                 job["kern_layer"].data = kern
                 job["kern_layer"].contrast_limits = (0.0, max(float(kern.max()), 1e-8))
+        if u.kernel_grid is not None and u.centres is not None:
+            job["overlay"].update(u.kernel_grid, u.centres, u.info)
+
+    def _show_grid_toggled(self, visible: bool) -> None:
+        overlay = self._job.get("overlay")
+        if overlay is not None:  # the latest run's overlay (running or finished)
+            overlay.set_visible(visible)
 
     def _on_errored(self, exc: BaseException) -> None:
         self._set_outcome("error")
@@ -344,6 +385,7 @@ class DeblurWidget(QWidget):
                 kern_layer.name = f"{name} kernel (partial)"
         if out_layer is not None:
             out_layer.metadata["napari_glkm"] = dict(meta, note=note)
+        job["overlay"].finish("" if outcome == "done" else " (partial)", dict(meta, note=note))
         if kern_layer is not None:
             kern_layer.metadata["napari_glkm"] = dict(meta, note=note)
         if outcome == "done":

@@ -33,6 +33,8 @@ class Update:
     warm_start: bool = False
     frame_seconds: float | None = None  # wall time of the frame, on its last update
     info: dict = field(default_factory=dict)
+    kernel_grid: np.ndarray | None = None  # non-uniform mode: (gy, gx, k, k) patch kernels
+    centres: np.ndarray | None = None  # non-uniform mode: (gy, gx, 2) patch centres, pixels
 
 
 def run_stack(run: Iterator[StackStep], preview_every: int) -> Iterator[Update]:
@@ -51,6 +53,6 @@ def run_stack(run: Iterator[StackStep], preview_every: int) -> Iterator[Update]:
                 seconds, t_frame = now - t_frame, now
             yield Update(s.frame, s.n_frames, s.fraction, st.stage, st.iteration, st.total,
                          st.kernel, st.image if render else None, st.final, s.warm_start,
-                         seconds, dict(st.info))
+                         seconds, dict(st.info), st.kernel_grid, st.centres)
     except RuntimeError as exc:
         raise DeblurFailed(str(exc)) from exc
