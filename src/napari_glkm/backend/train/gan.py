@@ -13,7 +13,6 @@ resumes from the last one. The generator is exported as safetensors at the end.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 from ..generator import KernelDiscriminator, KernelGenerator
 from ..trajectories import motion_kernels
 from ..weights import save_state_dict
+from .checkpoint import resume_checkpoint, save_checkpoint
 
 __all__ = ["GANConfig", "train_generator"]
 
@@ -45,13 +45,6 @@ class GANConfig:
     seed: int = 0
     checkpoint_every: int = 250
     threads: int = 0  # 0: leave torch's default
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def train_generator(
@@ -81,17 +74,9 @@ def train_generator(
     opt_d = torch.optim.Adam(dis.parameters(), lr=config.lr, betas=betas)
     rng = np.random.default_rng(config.seed)
     start, elapsed = 0, 0.0
+    state = {"gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d}
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["config"]["size"] != config.size:
-            raise ValueError(f"{ckpt_path} is for size {ck['config']['size']}, not {config.size}")
-        gen.load_state_dict(ck["gen"])
-        dis.load_state_dict(ck["dis"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        rng.bit_generator.state = ck["numpy_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        start, elapsed = ck["step"], ck["elapsed"]
+        start, elapsed = resume_checkpoint(ckpt_path, config, rng, state, device)
     bce = nn.BCEWithLogitsLoss()
     b = config.batch_size
     ones = torch.ones(b, device=device)
@@ -119,12 +104,7 @@ def train_generator(
                 "d_fake": float(torch.sigmoid(d_fake).mean()),
             })
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save_checkpoint(ckpt_path, {
-                "config": asdict(config), "step": done, "elapsed": time.perf_counter() - t0,
-                "gen": gen.state_dict(), "dis": dis.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            })
+            save_checkpoint(ckpt_path, config, done, time.perf_counter() - t0, rng, state)
     seconds = time.perf_counter() - t0
     meta = {**{k: str(v) for k, v in asdict(config).items()}, "role": "generator",
             "train_seconds": f"{seconds:.0f}", "recipe": "GAN BCE, synthetic trajectory kernels"}

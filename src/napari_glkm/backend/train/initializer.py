@@ -20,7 +20,6 @@ The CPU recipe (defaults) uses 128² crops, batch 32 and 20 inner steps; the off
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from ..generator import KernelGenerator
 from ..initializer import KernelInitializer
 from ..trajectories import motion_kernels
 from ..weights import save_state_dict
+from .checkpoint import resume_checkpoint, save_checkpoint
 
 __all__ = ["InitializerConfig", "train_initializer", "load_image_folder", "make_blurry_batch",
            "refine_latents", "train_step", "IMAGE_SUFFIXES"]
@@ -156,13 +156,6 @@ def train_step(
             "refined_l1": refined}
 
 
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def train_initializer(
     config: InitializerConfig,
     generator: KernelGenerator,
@@ -199,16 +192,9 @@ def train_initializer(
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=drops, gamma=0.1)
     rng = np.random.default_rng(config.seed)
     start, elapsed = 0, 0.0
+    state = {"enc": enc, "opt": opt, "sched": sched}
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["config"]["size"] != config.size:
-            raise ValueError(f"{ckpt_path} is for size {ck['config']['size']}, not {config.size}")
-        enc.load_state_dict(ck["enc"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        rng.bit_generator.state = ck["numpy_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        start, elapsed = ck["step"], ck["elapsed"]
+        start, elapsed = resume_checkpoint(ckpt_path, config, rng, state, device)
     t0 = time.perf_counter() - elapsed
     for step in range(start, config.steps):
         y, k = make_blurry_batch(images, config, rng)
@@ -218,11 +204,7 @@ def train_initializer(
         if on_progress is not None:
             on_progress(done, config.steps, metrics)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save_checkpoint(ckpt_path, {
-                "config": asdict(config), "step": done, "elapsed": time.perf_counter() - t0,
-                "enc": enc.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            })
+            save_checkpoint(ckpt_path, config, done, time.perf_counter() - t0, rng, state)
     seconds = time.perf_counter() - t0
     meta = {**{key: str(v) for key, v in asdict(config).items()}, "role": "initializer",
             "train_seconds": f"{seconds:.0f}",
