@@ -86,7 +86,7 @@ class SVOLAConfig:
     support_radius: int | None = 4  # patch kernel support: global support dilated (px)
     select: bool = True  # per-patch model selection (local kernel vs global kernel)
     select_lambda: float = 1e-3
-    select_margin: float = 0.0
+    select_margin: float = 0.02
     recentre: bool = True  # shift patch kernels to the global kernel's centre of mass
 
 
