@@ -12,7 +12,7 @@ Gaussian noise (sigma 0.01) is added and values clipped to [0, 1].
 Scoring: :func:`napari_glkm.backend.metrics.aligned_psnr_ssim` against the sharp centre crop —
 the SelfDeblur protocol (one *global* shift within +-10 px at 0.25 px steps, 15 px border crop,
 PSNR with peak 1, SSIM 11x11 Gaussian sigma 1.5). A global shift is the right alignment here:
-the estimated patch kernels are not re-centred per patch.
+the estimated patch kernels are re-centred to the global kernel's centre of mass.
 
 Usage::
 

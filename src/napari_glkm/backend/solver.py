@@ -55,6 +55,8 @@ from .svola import (
     make_patch_grid,
     n_local_iterations,
     patch_confidence,
+    recentre_kernels,
+    select_patch_kernels,
     svola_restore,
 )
 from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
@@ -543,8 +545,22 @@ def _run(
             if opts.svola.final_kernel == "prior":
                 with torch.no_grad():
                     patch_kernels = gprior().detach()
-        grid_now[0] = to_grid(patch_kernels)
+        if opts.svola.recentre:
+            patch_kernels = recentre_kernels(patch_kernels, k)
         timings["glkm-grid"] = time.perf_counter() - t0
+        if opts.svola.select:
+            t0 = time.perf_counter()
+            info["patch_candidates"] = to_grid(patch_kernels)
+            with torch.no_grad():
+                patch_kernels, sel = select_patch_kernels(
+                    lum, patch_grid, k, patch_kernels, opts.pyramid.max_side, opts.svola)
+            info["patch_energy_global"] = sel["energy_global"].cpu().numpy().reshape(gy, gx)
+            info["patch_energy_local"] = sel["energy_local"].cpu().numpy().reshape(gy, gx)
+            info["patch_local"] = sel["keep"].cpu().numpy().reshape(gy, gx)
+            timings["select"] = time.perf_counter() - t0
+        grid_now[0] = to_grid(patch_kernels)
+        if opts.svola.select and not bool(sel["keep"].any()):
+            patch_kernels = None  # every patch keeps the global kernel: the uniform restoration
 
     t0 = time.perf_counter()
     with torch.no_grad():

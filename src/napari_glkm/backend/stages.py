@@ -114,22 +114,46 @@ def informative_crop(y: torch.Tensor, side: int) -> tuple[int, int]:
 
 def least_squares_kernel(
     xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], k0: torch.Tensor, gamma: float,
-    iters: int,
+    iters: int, *, ref: torch.Tensor | None = None, prox: float = 0.0,
+    support: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``argmin_k Σ ||x_i ⋆ k - y_i||² + gamma ||k||²`` by CG (warm start ``k0``), then
-    clipped to non-negative and normalised to sum 1.
+    """``argmin_k Σ ||x_i ⋆ k - y_i||² + gamma ||k||² + γ_p ||k - ref||²`` by CG (warm start
+    ``k0``), then clipped to non-negative (and to ``support``, a 0/1 mask, if given) and
+    normalised to sum 1.
+
+    ``prox`` is relative: ``γ_p = prox · Σ_i ||x_i||²`` per batch element (the diagonal of the
+    data term's normal operator), so ``prox = 1`` weighs the pull towards ``ref`` like the data.
 
     Batched: ``x_i``/``y_i`` ``(B, 1, ., .)`` with ``k0`` ``(B, 1, k, k)`` solve ``B`` independent
     problems (one kernel per image, e.g. per SVOLA patch)."""
+    gp = None
+    if ref is not None and prox > 0:
+        gp = prox * sum((x * x).sum(dim=(-3, -2, -1), keepdim=True) for x in xs)
+
     def normal_op(k: torch.Tensor) -> torch.Tensor:
         out = gamma * k
+        if gp is not None:
+            out = out + gp * k
         for x in xs:
             out = out + conv_valid(x, conv_valid(x, k, method="fft"), method="fft")
         return out
 
     rhs = sum(conv_valid(x, y, method="fft") for x, y in zip(xs, ys))
+    if gp is not None:
+        rhs = rhs + gp * ref
     k = conjugate_gradient(normal_op, rhs, k0.clone(), iters).clamp_min(0)
+    if support is not None:
+        k = k * support
     return k / k.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def dilated_support(k: torch.Tensor, fraction: float, radius: int) -> torch.Tensor:
+    """0/1 mask of the entries of ``k`` ``(B, 1, s, s)`` above ``fraction`` of its maximum,
+    dilated by a ``(2 radius + 1)²`` square."""
+    m = (k >= k.amax(dim=(-2, -1), keepdim=True) * fraction).to(k.dtype)
+    if radius > 0:
+        m = F.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)
+    return m
 
 
 def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -140,7 +164,8 @@ def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def coarse_to_fine_stage(
     y: torch.Tensor, kernel_size: int, cfg: PyramidConfig, init: torch.Tensor | None = None,
-    levels: int | None = None,
+    levels: int | None = None, ref: torch.Tensor | None = None, prox: float = 0.0,
+    support_radius: int | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1] by coarse-to-fine L0 /
     least-squares alternation (Xu et al. 2013, Pan et al. 2014 style; our implementation).
@@ -148,6 +173,11 @@ def coarse_to_fine_stage(
     Yields ``(loss, kernel)`` after every alternation, the kernel resampled to ``kernel_size``;
     the last yield is the estimate. ``init`` (any size) seeds the coarsest scale; ``levels``
     keeps only that many of the finest pyramid levels (a warm start needs no coarse levels).
+
+    ``ref`` (``(B, 1, k, k)``, resampled per level) with ``prox`` > 0 adds the proximity term of
+    :func:`least_squares_kernel`; ``support_radius`` restricts the kernel to the support of
+    ``ref`` dilated by that many pixels (scaled per level). Both are for SVOLA patch kernels;
+    the defaults leave the uniform estimation unchanged.
     """
     sizes = pyramid_sizes(kernel_size, cfg.min_kernel, cfg.ratio)
     if levels is not None:
@@ -165,11 +195,18 @@ def coarse_to_fine_stage(
         ys = _downscale(y, s / kernel_size, 2 * s + 1)
         gyx, gyy = _grads(ys)
         gamma = cfg.kernel_gamma * ys.shape[-2] * ys.shape[-1] / n_ref
+        extra = {}
+        if ref is not None:
+            ref_s = resize_kernel(ref.to(y.dtype), s)
+            extra = dict(ref=ref_s, prox=prox)
+            if support_radius is not None:
+                r = max(1, int(round(support_radius * s / kernel_size)))
+                extra["support"] = dilated_support(ref_s, cfg.threshold, r)
         lam = cfg.l0_lambda
         for _ in range(cfg.outer_iters):
             x = l0_deconv(ys, k, lam)
             gxx, gxy = _grads(x)
-            k = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters)
+            k = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters, **extra)
             lam = max(lam / cfg.l0_lambda_decay, cfg.l0_lambda_min)
             loss = (F.mse_loss(conv_valid(gxx, k, method="fft"), gyx)
                     + F.mse_loss(conv_valid(gxy, k, method="fft"), gyy))

@@ -5,15 +5,23 @@ Schedule (global -> local), run by :func:`~napari_glkm.backend.solver.iter_deblu
 
 1. **local** — every patch of a ``gy x gx`` grid (overlapping, see :class:`PatchGrid`) gets a
    pixel kernel by the same L0 / least-squares alternation as the global stage, warm-started
-   from the global kernel on the two finest pyramid levels; all patches run as one batch.
+   from the global kernel on the two finest pyramid levels; all patches run as one batch. The
+   kernel step is kept near the global kernel ``k_g``: a proximity term
+   ``prox · (Σ||∇x||²) · ||k_p - k_g||²`` and a support restricted to ``k_g``'s support dilated
+   by ``support_radius`` pixels (rotation- or scale-varying blur stays near that support).
 2. **trust** — patches with little texture (gradient energy below ``anchor_energy`` times the
    median patch's) cannot constrain a kernel: their target is blended towards the global kernel
    in proportion (``confidence`` in [0, 1]).
 3. **glkm-grid** — the ``P`` feature maps of the generator's first layer, all started from the
    global kernel's map, are fitted jointly (one generator call per step for all patches) to
    those targets: ``Σ_p ||G(F_p) - t_p||_1 + smoothness Σ_{p~q} mean((F_p - F_q)²)`` over
-   4-neighbours, so the GLKM prior and the neighbours regularise noisy patch estimates.
-4. **final** — hyper-Laplacian deconvolution on the SVOLA model (conjugate gradients on the
+   4-neighbours, so the GLKM prior and the neighbours regularise noisy patch estimates. The
+   results are shifted by whole pixels to ``k_g``'s centre of mass (``recentre``).
+4. **select** — model selection per patch: the patch kernel is kept only if its L0 deblurring
+   energy on the patch (:func:`l0_energy`) is lower than ``k_g``'s by more than
+   ``select_margin`` (relative); otherwise the patch uses ``k_g`` exactly. If no patch keeps its
+   own kernel the restoration is the uniform one (a uniform blur gives the uniform result).
+5. **final** — hyper-Laplacian deconvolution on the SVOLA model (conjugate gradients on the
    normal equations of ``Σ_p (w_p ⊙ x) ⋆ k_p``) at full resolution.
 
 No public GLKM code covers the non-uniform case; patch size, overlap, windows and schedule are
@@ -31,12 +39,14 @@ import torch
 
 from .blur import svola_adjoint, svola_blur, svola_windows, svola_windows_1d
 from .kernel_prior import GeneratorKernelPrior
-from .nonblind import sparse_deconv_op
+from .blur import conv_valid
+from .nonblind import l0_deconv, sparse_deconv_op
 from .stages import PyramidConfig, coarse_to_fine_stage
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
-           "patch_confidence", "grid_projection_stage", "svola_restore"]
+           "patch_confidence", "grid_projection_stage", "svola_restore", "l0_energy",
+           "recentre_kernels", "select_patch_kernels"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,14 @@ class SVOLAConfig:
         Fraction of a patch shared with its neighbour, in [0, 0.9].
     smoothness:
         Weight of the feature-map difference between neighbouring patches.
+    prox / support_radius:
+        Pull of the patch kernels towards the global kernel (relative to the data term) and
+        the dilation (pixels at full kernel size) of the global support they are confined to.
+    select / select_lambda / select_margin:
+        Per-patch model selection (L0 energy with ``select_lambda``; the patch kernel must
+        beat the global kernel by the relative ``select_margin``).
+    recentre:
+        Shift the patch kernels to the global kernel's centre of mass.
     """
 
     grid: tuple[int, int] | None = None
@@ -64,6 +82,12 @@ class SVOLAConfig:
     projection_lr: float = 2e-2
     chunk: int = 50
     final_kernel: str = "prior"  # "prior" (G(F_p)) or "estimate" (trusted pixel kernels)
+    prox: float = 0.3  # relative pull of the patch kernels towards the global one
+    support_radius: int | None = 4  # patch kernel support: global support dilated (px)
+    select: bool = True  # per-patch model selection (local kernel vs global kernel)
+    select_lambda: float = 1e-3
+    select_margin: float = 0.02
+    recentre: bool = True  # shift patch kernels to the global kernel's centre of mass
 
 
 @dataclass(frozen=True)
@@ -189,8 +213,57 @@ def local_kernel_stage(
     patches = _patches(lum, grid, pyramid.max_side)
     init = k_global.expand(grid.n, -1, -1, -1).contiguous()
     local = replace(pyramid, outer_iters=cfg.outer_iters)
+    ref = init if (cfg.prox > 0 or cfg.support_radius is not None) else None
     yield from coarse_to_fine_stage(patches, k_global.shape[-1], local, init=init,
-                                    levels=cfg.levels)
+                                    levels=cfg.levels, ref=ref, prox=cfg.prox,
+                                    support_radius=cfg.support_radius)
+
+
+def l0_energy(y: torch.Tensor, k: torch.Tensor, lam: float) -> torch.Tensor:
+    """``(B,)`` L0 deblurring energy ``(||x ⋆ k - y||² + lam #{|∇x| > 0.01}) / #pixels`` of
+    ``y`` ``(B, 1, h, w)`` with kernels ``k`` ``(B, 1, s, s)`` at the L0 estimate ``x``."""
+    x = l0_deconv(y, k, lam)
+    res = ((conv_valid(x, k, method="fft") - y) ** 2).sum(dim=(1, 2, 3))
+    gx = x[..., :, 1:] - x[..., :, :-1]
+    gy = x[..., 1:, :] - x[..., :-1, :]
+    mag = gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2
+    count = (mag > 1e-4).to(y.dtype).sum(dim=(1, 2, 3))
+    return (res + lam * count) / (y.shape[-2] * y.shape[-1])
+
+
+def _centroid(k: torch.Tensor) -> torch.Tensor:
+    """``(B, 2)`` (row, col) centres of mass of kernels ``(B, 1, s, s)``."""
+    s = k.shape[-1]
+    idx = torch.arange(s, dtype=k.dtype, device=k.device)
+    m = k.sum(dim=(-2, -1)).clamp_min(1e-12)[:, 0]
+    return torch.stack([(k.sum(-1)[:, 0] * idx).sum(-1) / m, (k.sum(-2)[:, 0] * idx).sum(-1) / m],
+                       dim=-1)
+
+
+def recentre_kernels(k: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Shift each kernel of ``k`` ``(B, 1, s, s)`` by whole pixels so that its centre of mass
+    is nearest to ``ref``'s ``(1, 1, s, s)``: a kernel shift is a free image shift in blind
+    deblurring, and patches restored with shifted kernels would be misaligned at the seams."""
+    d = torch.round(_centroid(ref) - _centroid(k)).to(torch.long).tolist()
+    return torch.cat([torch.roll(k[i : i + 1], (dy, dx), dims=(-2, -1))
+                      for i, (dy, dx) in enumerate(d)])
+
+
+def select_patch_kernels(
+    lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, k_local: torch.Tensor,
+    max_side: int, cfg: SVOLAConfig,
+) -> tuple[torch.Tensor, dict]:
+    """Per-patch model selection: keep a patch's kernel only where it explains the patch
+    clearly better than the global kernel (L0 energy lower by more than ``select_margin``,
+    relative); elsewhere the global kernel. Returns ``(kernels, info)``, info with the
+    ``energy_global``, ``energy_local`` ``(P,)`` and the boolean ``keep`` ``(P,)``."""
+    patches = _patches(lum, grid, max_side)
+    kg = k_global.expand(grid.n, -1, -1, -1).contiguous()
+    e_g = l0_energy(patches, kg, cfg.select_lambda)
+    e_l = l0_energy(patches, k_local, cfg.select_lambda)
+    keep = e_l < e_g * (1.0 - cfg.select_margin)
+    kernels = torch.where(keep[:, None, None, None], k_local, kg)
+    return kernels, {"energy_global": e_g, "energy_local": e_l, "keep": keep}
 
 
 def patch_confidence(lum: torch.Tensor, grid: PatchGrid, anchor_energy: float) -> torch.Tensor:
