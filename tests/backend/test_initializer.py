@@ -87,3 +87,31 @@ def test_training_writes_checkpoint_and_resumes(tmp_path, rng):
     assert more == []
     with pytest.raises(ValueError, match="at least 128 px"):
         train_initializer(InitializerConfig(crop=128), gen, images, tmp_path / "x")
+
+
+def test_shipped_initializer_beats_a_random_start():
+    """On fixed synthetic blurs (sharp sample crops, seeded trajectory kernels, 1 % noise) the
+    shipped initializer's starting kernel G(E(y)) is closer to the truth than G(z) for random z."""
+    from napari_glkm._sample_data import blurred_sample
+    from napari_glkm.backend.blur import conv_same
+    from napari_glkm.backend.trajectories import motion_kernels
+    from napari_glkm.backend.weights import shipped_entry, sha256_file
+
+    entry = shipped_entry("initializer", 31)
+    assert sha256_file(entry.path) == entry.sha256 and entry.path.stat().st_size < 25e6
+    enc, gen = load_initializer(31), load_generator(31)
+    rng = np.random.default_rng(11)
+    sharp = blurred_sample("camera").sharp
+    kernels = motion_kernels(6, 31, rng=rng)
+    net_err, rnd_err = [], []
+    for i, k in enumerate(kernels):
+        r, c = 40 * i, 200 - 30 * i
+        crop = torch.from_numpy(np.ascontiguousarray(sharp[r : r + 192, c : c + 192]))[None, None].double()
+        y = conv_same(crop, torch.from_numpy(k)[None, None].double()).float()
+        y = y + 0.01 * torch.from_numpy(rng.standard_normal(y.shape).astype(np.float32))
+        with torch.no_grad():
+            k_net = gen(enc(y))[0, 0].numpy()
+            k_rnd = gen(torch.randn(1, 100, 1, 1))[0, 0].numpy()
+        net_err.append(np.abs(k_net - k).sum())
+        rnd_err.append(np.abs(k_rnd - k).sum())
+    assert np.mean(net_err) < np.mean(rnd_err) - 0.2, (net_err, rnd_err)
