@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .generator import KernelGenerator
+from .weights import freeze
 
 __all__ = ["GeneratorKernelPrior", "FreeKernelPrior", "resize_kernel"]
 
@@ -57,9 +58,7 @@ class GeneratorKernelPrior(nn.Module):
         if crop is not None and (crop > generator.size or crop % 2 == 0):
             raise ValueError(f"crop must be odd and at most {generator.size}, got {crop}")
         self._crop = crop or generator.size
-        self.generator = generator.eval()
-        for p in self.generator.parameters():
-            p.requires_grad_(False)
+        self.generator = freeze(generator)
         if fmap is None:
             g = torch.Generator().manual_seed(seed)
             z = torch.randn(1, generator.latent_dim, 1, 1, generator=g)

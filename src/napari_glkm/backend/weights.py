@@ -44,6 +44,7 @@ __all__ = [
     "initializer_from_state_dict",
     "load_any",
     "has_shipped",
+    "freeze",
 ]
 
 
@@ -104,6 +105,26 @@ def shipped_entry(role: str, kernel_size: int, *, at_least: bool = False) -> Wei
         f"Choose one of those sizes {hint}or train weights with {train} and pass the file "
         f"with --weights (API: weights=...)"
     )
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Put ``module`` in eval mode with gradients off for its parameters; return it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@lru_cache(maxsize=8)
+def _verified_state(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """A shipped file's tensors, verified against the manifest once per process (reading and
+    hashing the 22 MB initializer costs ~0.3 s, which every deblur() call would repeat).
+    Callers only copy from it (``load_state_dict``), never modify it."""
+    return load_state_dict(path, expected_sha256=sha256)
+
+
+def _shipped_state(entry: WeightsEntry) -> dict[str, torch.Tensor]:
+    return _verified_state(entry.path, entry.sha256)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -207,10 +228,7 @@ def generator_from_state_dict(
         )
     gen = KernelGenerator(size)
     gen.load_state_dict(state)
-    gen.eval()
-    for p in gen.parameters():
-        p.requires_grad_(False)
-    return gen
+    return freeze(gen)
 
 
 def load_generator(
@@ -223,7 +241,7 @@ def load_generator(
     """
     if path is None:
         entry = shipped_entry("generator", kernel_size, at_least=at_least)
-        state = load_state_dict(entry.path, expected_sha256=entry.sha256)
+        state = _shipped_state(entry)
         return generator_from_state_dict(state, entry.kernel_size)
     gen = generator_from_state_dict(read_any_state_dict(path))
     if gen.size < kernel_size or (gen.size != kernel_size and not at_least):
@@ -285,10 +303,7 @@ def initializer_from_state_dict(
             f"{tuple(state[bad[0]].shape)} instead of {tuple(ref[bad[0]].shape)}"
         )
     net.load_state_dict(state)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return freeze(net)
 
 
 def load_initializer(
@@ -298,7 +313,7 @@ def load_initializer(
     (our safetensors or an official ``netE_{k}.pth``)."""
     if path is None:
         entry = shipped_entry("initializer", kernel_size)
-        state = load_state_dict(entry.path, expected_sha256=entry.sha256)
+        state = _shipped_state(entry)
         return initializer_from_state_dict(state, entry.kernel_size)
     return initializer_from_state_dict(read_any_state_dict(path), kernel_size)
 

@@ -33,7 +33,7 @@ from ..blur import conv_same
 from ..generator import KernelGenerator
 from ..initializer import KernelInitializer
 from ..trajectories import motion_kernels
-from ..weights import save_state_dict
+from ..weights import freeze, save_state_dict
 from .checkpoint import resume_checkpoint, save_checkpoint
 
 __all__ = ["InitializerConfig", "train_initializer", "load_image_folder", "make_blurry_batch",
@@ -183,9 +183,7 @@ def train_initializer(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(config.seed)
-    gen = generator.to(device).eval()
-    for p in gen.parameters():
-        p.requires_grad_(False)
+    gen = freeze(generator.to(device))
     enc = KernelInitializer(gen.latent_dim, config.size).to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=config.lr)
     drops = sorted({int(config.steps * f) for f in config.lr_drops})
