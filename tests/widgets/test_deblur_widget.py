@@ -20,11 +20,6 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 240_000  # generous: the CI machine may be shared
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_GLKM_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
 def image96() -> np.ndarray:
     """96 x 96 crop of the blurred `camera` sample (float32 in [0, 1])."""

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 240_000
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_GLKM_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
 def image128() -> np.ndarray:
     """128 x 128 crop of the blurred `camera` sample (float32 in [0, 1])."""

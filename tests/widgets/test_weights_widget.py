@@ -19,11 +19,6 @@ from napari_glkm._widgets._weights import WeightsWidget  # noqa: E402
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_GLKM_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
 def notifications():
     seen: list = []
