@@ -71,7 +71,9 @@ def read_image(path: str | os.PathLike) -> ImageFile:
     except ImageFileError:
         raise
     except Exception as exc:  # corrupt or truncated files raise many different errors
-        raise ImageFileError(f"cannot read {path.name}: not a valid image ({exc})") from exc
+        # Keep the message to one line: some readers append multi-line installation hints.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise ImageFileError(f"cannot read {path.name}: not a valid image ({reason})") from exc
 
 
 def to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -158,24 +158,45 @@ def test_roi_from_shapes_layer_is_used(make_napari_viewer, qtbot, image96):
     assert viewer.layers["cam deblurred"].metadata["napari_glkm"]["options"]["roi"] == (10, 20, 80, 90)
 
 
-@pytest.mark.parametrize("case", ["labels", "tiny", "nan"])
-def test_bad_layers_notify_without_crashing(make_napari_viewer, notifications, case):
+@pytest.mark.parametrize("case", ["labels", "tiny", "nan", "constant", "bool", "points",
+                                  "too big for memory", "tiny stack"])
+def test_bad_layers_notify_without_crashing(make_napari_viewer, notifications, case,
+                                            monkeypatch):
     viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
     if case == "labels":
         layer = viewer.add_labels(np.zeros((64, 64), np.int32), name="seg")
         expected = "Labels layer"
     elif case == "tiny":
         layer = viewer.add_image(np.ones((1, 1), np.float32), name="dot")
         expected = "too small"
-    else:
-        img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    elif case == "nan":
+        img = rng.random((64, 64)).astype(np.float32)
         img[3, 4] = np.nan
         layer = viewer.add_image(img, name="holes")
         expected = "NaN"
+    elif case == "constant":
+        layer = viewer.add_image(np.full((64, 64), 0.25, np.float32), name="flat")
+        expected = "constant"
+    elif case == "bool":
+        layer = viewer.add_image(rng.random((64, 64)) > 0.5, name="mask")
+        expected = "boolean"
+    elif case == "points":
+        layer = viewer.add_points(rng.random((5, 2)) * 60, name="spots")
+        expected = "Points layer"
+    elif case == "too big for memory":
+        monkeypatch.setenv("NAPARI_GLKM_MEMORY_LIMIT_GB", "0.2")
+        layer = viewer.add_image(rng.random((1500, 1500)).astype(np.float32), name="big")
+        expected = "needs about"
+    else:
+        layer = viewer.add_image(rng.random((3, 20, 20)).astype(np.float32), name="small movie")
+        expected = "too small"
+    before = np.array(layer.data, copy=True)
     w = _widget(viewer)
     assert w.start(layer) is None
     assert expected in _messages(notifications)
     assert w.run_btn.isEnabled() and w.worker is None and len(viewer.layers) == 1
+    np.testing.assert_array_equal(layer.data, before)
 
 
 def test_error_inside_the_run_is_notified(make_napari_viewer, qtbot, notifications, image96):

@@ -26,7 +26,7 @@ from .blur import conv_valid, conv_valid_adjoint
 
 __all__ = [
     "periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv", "sparse_deconv_op",
-    "conjugate_gradient",
+    "sparse_deconv_tiled", "conjugate_gradient",
 ]
 
 
@@ -177,6 +177,61 @@ def sparse_deconv(
     if return_valid_domain:
         return x
     return x[..., c : c + y.shape[-2], c : c + y.shape[-1]]
+
+
+def _tile_spans(n: int, tile: int, blend: int) -> list[tuple[int, int, int, int]]:
+    """Cut ``[0, n)`` into spans of at most ``tile`` that overlap by exactly ``blend``; returns
+    ``(start, stop, ramp_in, ramp_out)`` per span (no ramp at the image borders)."""
+    if n <= tile:
+        return [(0, n, 0, 0)]
+    count = -(-(n - blend) // (tile - blend))
+    step = (n - blend) / count
+    starts = [int(round(i * step)) for i in range(count)] + [n - blend]
+    return [(starts[i], starts[i + 1] + blend, 0 if i == 0 else blend,
+             0 if i == count - 1 else blend) for i in range(count)]
+
+
+def _ramp(length: int, ramp_in: int, ramp_out: int) -> torch.Tensor:
+    w = torch.ones(length, dtype=torch.float64)
+    if ramp_in:
+        w[:ramp_in] = (torch.arange(ramp_in, dtype=torch.float64) + 0.5) / ramp_in
+    if ramp_out:
+        w[length - ramp_out:] = (ramp_out - 0.5 - torch.arange(ramp_out, dtype=torch.float64)) / ramp_out
+    return w
+
+
+def sparse_deconv_tiled(
+    y: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    tile: int = 1024,
+    margin: int | None = None,
+    blend: int = 32,
+    **kwargs,
+) -> torch.Tensor:
+    """:func:`sparse_deconv` of a large ``(1, C, H, W)`` image in overlapping tiles.
+
+    Each ``tile``-sized core is deconvolved with ``margin`` extra pixels of context on every
+    side (default three kernel widths, discarded afterwards); neighbouring cores overlap by
+    ``blend`` pixels and are cross-faded with linear ramps that sum to one. The working memory is
+    that of one ``tile + 2 * margin`` square, whatever the image size; the output itself is
+    allocated once. Images that fit in one tile go straight to :func:`sparse_deconv`.
+    """
+    h, w = y.shape[-2:]
+    if h <= tile and w <= tile:
+        return sparse_deconv(y, k, **kwargs)
+    m = 3 * k.shape[-1] if margin is None else int(margin)
+    out = torch.zeros_like(y)
+    for r0, r1, ri, ro in _tile_spans(h, tile, blend):
+        wr = _ramp(r1 - r0, ri, ro).to(y.dtype)
+        for c0, c1, ci, co in _tile_spans(w, tile, blend):
+            wc = _ramp(c1 - c0, ci, co).to(y.dtype)
+            a0, a1 = max(r0 - m, 0), min(r1 + m, h)
+            b0, b1 = max(c0 - m, 0), min(c1 + m, w)
+            x = sparse_deconv(y[..., a0:a1, b0:b1], k, **kwargs)
+            core = x[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+            out[..., r0:r1, c0:c1] += core * (wr[:, None] * wc[None, :]).to(y.device)
+    return out
 
 
 def sparse_deconv_op(

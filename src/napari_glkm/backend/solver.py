@@ -36,7 +36,9 @@ import torch
 
 from .noise import denoise_for_kernel_estimation, estimate_noise
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
-from .nonblind import sparse_deconv, wiener_deconv
+from .nonblind import sparse_deconv, sparse_deconv_tiled, wiener_deconv
+from .resources import TILE_PIXELS, with_oom_fallback
+from .safety import DivergenceError, DivergenceGuard, all_finite
 from .stages import (
     DIPConfig,
     ProjectionConfig,
@@ -138,7 +140,9 @@ class DeblurStep:
         Seconds per finished stage (and ``"total"`` on the final snapshot).
     info:
         Facts about the run: ``noise_sigma`` (estimated noise, [0, 1] units), ``crop``
-        (row, col, height, width of the kernel-estimation window), ``warm_start``; in
+        (row, col, height, width of the kernel-estimation window), ``warm_start``,
+        ``recovered`` (a list with one entry per non-finite step that was undone: stage,
+        iteration and the lowered learning rate; empty on a healthy run); in
         non-uniform mode also ``grid`` (gy, gx), ``overlap``, ``patch_shape`` (ph, pw) and
         ``patch_confidence`` ``(gy, gx)`` (1: the patch's own kernel is trusted).
     kernel_grid:
@@ -209,6 +213,9 @@ def _make_kernel_prior(kernel_size: int, kernel_prior: str, weights, seed: int, 
         gen = load_generator(kernel_size, weights, at_least=True).to(device)
         return GeneratorKernelPrior(gen, seed=seed, crop=kernel_size).to(device)
     if kernel_prior == "free":
+        if weights is not None:
+            raise ValueError("weights= is the generator for kernel_prior='glkm'; the 'free' "
+                             "kernel prior has no weights (drop one of the two options)")
         return FreeKernelPrior(kernel_size).to(device)
     raise ValueError(f"unknown kernel_prior {kernel_prior!r}; expected 'glkm' or 'free'")
 
@@ -230,8 +237,9 @@ def _options(preset: str, iterations: int | None, preview_every: int | None) -> 
 
 def _restore(prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions) -> np.ndarray:
     y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(kernel.device)
-    x = sparse_deconv(y, kernel, lam=opts.final_lambda, alpha=opts.final_alpha,
-                      outer=opts.final_iters)
+    h, w = y.shape[-2:]
+    deconv = sparse_deconv_tiled if h * w > TILE_PIXELS else sparse_deconv
+    x = deconv(y, kernel, lam=opts.final_lambda, alpha=opts.final_alpha, outer=opts.final_iters)
     x = x.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
     return prepared.to_user_range(x)
 
@@ -341,7 +349,7 @@ def iter_deblur(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     box = _check_roi(roi, prepared.data.shape[:2], kernel_size)
-    start = _check_init_kernel(init_kernel, kernel_size)
+    start_kernel = _check_init_kernel(init_kernel, kernel_size)
     patch_grid = None
     if not isinstance(nonuniform, (bool, np.bool_)):
         raise ValueError(f"nonuniform must be True or False, got {nonuniform!r}")
@@ -352,10 +360,14 @@ def iter_deblur(
         raise ValueError("grid, patch_size, overlap and smoothness need nonuniform=True")
     torch.manual_seed(seed)
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
-    encoder, init_info = _make_initializer(init, initializer, prior, start is not None, dev)
+    encoder, init_info = _make_initializer(init, initializer, prior, start_kernel is not None, dev)
     # Everything is checked: errors above surface at the call, not at the first next().
-    return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, start, encoder,
-                init_info, patch_grid)
+
+    def run_on(d: torch.device) -> Iterator[DeblurStep]:
+        return _run(prepared, prior.to(d), kernel_size, opts, d, int(seed), box, start_kernel,
+                    None if encoder is None else encoder.to(d), init_info, patch_grid)
+
+    return with_oom_fallback(run_on, dev)
 
 
 def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
@@ -455,8 +467,9 @@ def _run(
         r, c = roi[0], roi[1]
         y = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
     h, w = y.shape[-2:]
+    guard = DivergenceGuard()
     info = {"noise_sigma": sigma, "crop": (r, c, int(h), int(w)),
-            "warm_start": init is not None, "init": init_info}
+            "warm_start": init is not None, "init": init_info, "recovered": guard.events}
     levels = 2 if init is not None else None
     if encoder is not None:
         t0 = time.perf_counter()
@@ -498,19 +511,19 @@ def _run(
     k_est = torch.empty(0)
     init_dev = None if init is None else init.to(dev)
     for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid, init=init_dev,
-                                            levels=levels):
+                                            levels=levels, guard=guard):
         yield from record("kernel", loss, lambda: k_est)
     timings["kernel"] = time.perf_counter() - t0
     k_est = k_est.detach()
 
     t0 = time.perf_counter()
-    for loss in projection_stage(prior, k_est, opts.projection):
+    for loss in projection_stage(prior, k_est, opts.projection, guard=guard):
         yield from record("glkm", loss, lambda: prior())
     timings["glkm"] = time.perf_counter() - t0
 
     if opts.dip.iters > 0:
         t0 = time.perf_counter()
-        for loss, _x in dip_stage(y, prior, opts.dip, seed=seed):
+        for loss, _x in dip_stage(y, prior, opts.dip, seed=seed, guard=guard):
             yield from record("dip", loss, lambda: prior())
         timings["dip"] = time.perf_counter() - t0
 
@@ -538,7 +551,8 @@ def _run(
         if isinstance(prior, GeneratorKernelPrior):
             gprior = GeneratorKernelPrior(prior.generator, fmap=prior.fmap.detach().expand(
                 patch_grid.n, -1, -1, -1).contiguous(), crop=prior.size)
-            for loss in grid_projection_stage(gprior, targets, patch_grid, opts.svola):
+            for loss in grid_projection_stage(gprior, targets, patch_grid, opts.svola,
+                                              guard=guard):
                 with torch.no_grad():
                     grid_now[0] = to_grid(gprior())
                 yield from record("glkm-grid", loss, lambda: k)
@@ -564,10 +578,17 @@ def _run(
 
     t0 = time.perf_counter()
     with torch.no_grad():
+        if not all_finite([k]):  # every stage rolls back non-finite steps; belt and braces
+            raise DivergenceError("the kernel estimate is not finite; try another seed")
         if patch_kernels is None:
             restored = _restore(prepared, k, opts)
         else:
             restored = _restore_svola(prepared, patch_kernels, patch_grid, opts)
+        if not np.all(np.isfinite(restored)):
+            guard.note("final", it, "non-finite restoration replaced by Wiener deconvolution")
+            restored = _preview(prepared, k)()
+            if not np.all(np.isfinite(restored)):
+                raise DivergenceError("the restoration is not finite; try another seed")
     timings["final"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     yield DeblurStep(it, total, "final", k[0, 0].cpu().numpy().copy(),

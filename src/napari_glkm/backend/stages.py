@@ -26,6 +26,7 @@ from .blur import conv_valid
 from .kernel_prior import resize_kernel
 from .nonblind import conjugate_gradient, l0_deconv
 from .priors.dip import DIPImagePrior
+from .safety import DivergenceGuard, all_finite
 
 __all__ = [
     "PyramidConfig", "ProjectionConfig", "DIPConfig", "pyramid_sizes", "coarse_to_fine_stage",
@@ -165,7 +166,7 @@ def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
 def coarse_to_fine_stage(
     y: torch.Tensor, kernel_size: int, cfg: PyramidConfig, init: torch.Tensor | None = None,
     levels: int | None = None, ref: torch.Tensor | None = None, prox: float = 0.0,
-    support_radius: int | None = None,
+    support_radius: int | None = None, guard: DivergenceGuard | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1] by coarse-to-fine L0 /
     least-squares alternation (Xu et al. 2013, Pan et al. 2014 style; our implementation).
@@ -178,6 +179,9 @@ def coarse_to_fine_stage(
     :func:`least_squares_kernel`; ``support_radius`` restricts the kernel to the support of
     ``ref`` dilated by that many pixels (scaled per level). Both are for SVOLA patch kernels;
     the defaults leave the uniform estimation unchanged.
+
+    A kernel update that comes out non-finite is rolled back and the rest of that scale is
+    skipped (recorded with ``guard.note`` when a ``guard`` is given).
     """
     sizes = pyramid_sizes(kernel_size, cfg.min_kernel, cfg.ratio)
     if levels is not None:
@@ -189,6 +193,7 @@ def coarse_to_fine_stage(
     else:
         k = resize_kernel(init.to(y.dtype), s0)
     n_ref = 255.0 * 255.0
+    loss = torch.tensor(float("nan"))
     for si, s in enumerate(sizes):
         if si > 0:
             k = resize_kernel(k, s)
@@ -203,32 +208,39 @@ def coarse_to_fine_stage(
                 r = max(1, int(round(support_radius * s / kernel_size)))
                 extra["support"] = dilated_support(ref_s, cfg.threshold, r)
         lam = cfg.l0_lambda
-        for _ in range(cfg.outer_iters):
+        for it in range(cfg.outer_iters):
             x = l0_deconv(ys, k, lam)
             gxx, gxy = _grads(x)
-            k = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters, **extra)
+            k_new = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters, **extra)
+            new_loss = (F.mse_loss(conv_valid(gxx, k_new, method="fft"), gyx)
+                        + F.mse_loss(conv_valid(gxy, k_new, method="fft"), gyy))
+            if not all_finite([k_new, new_loss]):
+                if guard is not None:
+                    guard.note("kernel", it, f"non-finite kernel update at size {s} rolled back")
+                break
+            k, loss = k_new, new_loss
             lam = max(lam / cfg.l0_lambda_decay, cfg.l0_lambda_min)
-            loss = (F.mse_loss(conv_valid(gxx, k, method="fft"), gyx)
-                    + F.mse_loss(conv_valid(gxy, k, method="fft"), gyy))
             yield float(loss), resize_kernel(k, kernel_size)
         k = threshold_kernel(k, cfg.threshold)
     yield float(loss), k
 
 
 def projection_stage(
-    kernel_prior: nn.Module, target: torch.Tensor, cfg: ProjectionConfig
+    kernel_prior: nn.Module, target: torch.Tensor, cfg: ProjectionConfig,
+    guard: DivergenceGuard | None = None,
 ) -> Iterator[float]:
     """Fit the kernel prior's parameters (GLKM: the first-layer feature map) to ``target``
-    ``(1, 1, k, k)`` by L1 with Adam; yields the L1 error every ``cfg.chunk`` steps."""
+    ``(1, 1, k, k)`` by L1 with Adam; yields the L1 error every ``cfg.chunk`` steps.
+    Non-finite steps are undone by ``guard`` (a fresh :class:`DivergenceGuard` by default)."""
+    guard = guard if guard is not None else DivergenceGuard()
     opt = torch.optim.Adam(_trainable(kernel_prior), lr=cfg.lr)
-    loss = torch.zeros(())
+    last = float("nan")
     for step in range(cfg.steps):
-        opt.zero_grad(set_to_none=True)
-        loss = (kernel_prior() - target).abs().sum()
-        loss.backward()
-        opt.step()
+        loss = guard.step("glkm", step, opt, lambda: (kernel_prior() - target).abs().sum())
+        if loss is not None:
+            last = float(loss.detach())
         if (step + 1) % cfg.chunk == 0 or step + 1 == cfg.steps:
-            yield float(loss.detach())
+            yield last
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -236,9 +248,11 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 def dip_stage(
-    y: torch.Tensor, kernel_prior: nn.Module, cfg: DIPConfig, *, seed: int = 0
+    y: torch.Tensor, kernel_prior: nn.Module, cfg: DIPConfig, *, seed: int = 0,
+    guard: DivergenceGuard | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Joint DIP image + kernel optimisation on ``y`` ``(1, C, H, W)``; yields ``(loss, x)``.
+    Non-finite steps are undone by ``guard`` (a fresh :class:`DivergenceGuard` by default).
 
     ``x`` is the current sharp estimate ``(1, C, H, W)`` aligned with ``y`` (the centre of the
     DIP output, which covers ``(H + k - 1, W + k - 1)``).
@@ -259,18 +273,24 @@ def dip_stage(
     milestones = [int(n * f) for f in (0.4, 0.6, 0.8)]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
     c = k_size // 2
-    for it in range(n):
-        opt.zero_grad(set_to_none=True)
+    guard = guard if guard is not None else DivergenceGuard()
+    last = float("nan")
+    out: list[torch.Tensor] = []
+
+    def closure(it: int) -> torch.Tensor:
         x = image_prior()
+        out[:] = [x.detach()]
         k = kernel_prior()
         if it < cfg.kernel_warmup:
             k = k.detach()
         y_hat = conv_valid(x, k)
         if it < cfg.mse_iters:
-            loss = F.mse_loss(y_hat, y)
-        else:
-            loss = 1.0 - kornia_ssim(y_hat, y, window_size=11).mean()
-        loss.backward()
-        opt.step()
+            return F.mse_loss(y_hat, y)
+        return 1.0 - kornia_ssim(y_hat, y, window_size=11).mean()
+
+    for it in range(n):
+        loss = guard.step("dip", it, opt, lambda: closure(it))
+        if loss is not None:
+            last = float(loss.detach())
         sched.step()
-        yield float(loss.detach()), x.detach()[..., c : c + h, c : c + w]
+        yield last, out[0][..., c : c + h, c : c + w]

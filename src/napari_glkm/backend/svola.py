@@ -41,6 +41,7 @@ from .blur import svola_adjoint, svola_blur, svola_windows, svola_windows_1d
 from .kernel_prior import GeneratorKernelPrior
 from .blur import conv_valid
 from .nonblind import l0_deconv, sparse_deconv_op
+from .safety import DivergenceGuard
 from .stages import PyramidConfig, coarse_to_fine_stage
 from .validation import min_image_side
 
@@ -279,23 +280,31 @@ def patch_confidence(lum: torch.Tensor, grid: PatchGrid, anchor_energy: float) -
 
 def grid_projection_stage(
     prior: GeneratorKernelPrior, targets: torch.Tensor, grid: PatchGrid, cfg: SVOLAConfig,
+    guard: DivergenceGuard | None = None,
 ) -> Iterator[float]:
     """Fit ``prior``'s ``P`` feature maps ``(P, 256, s, s)`` to ``targets`` ``(P, 1, k, k)``
-    with the neighbour smoothness penalty; yields the loss every ``cfg.chunk`` steps."""
+    with the neighbour smoothness penalty; yields the loss every ``cfg.chunk`` steps.
+    Non-finite steps are undone by ``guard`` (a fresh :class:`DivergenceGuard` by default)."""
+    guard = guard if guard is not None else DivergenceGuard()
     opt = torch.optim.Adam([prior.fmap], lr=cfg.projection_lr)
     pairs = grid.neighbours()
     p_idx = torch.tensor([a for a, _ in pairs], dtype=torch.long)
     q_idx = torch.tensor([b for _, b in pairs], dtype=torch.long)
-    for step in range(cfg.projection_steps):
-        opt.zero_grad(set_to_none=True)
+
+    def objective() -> torch.Tensor:
         loss = (prior() - targets).abs().sum()
         if pairs and cfg.smoothness > 0:
             f = prior.fmap
             loss = loss + cfg.smoothness * ((f[p_idx] - f[q_idx]) ** 2).mean(dim=(1, 2, 3)).sum()
-        loss.backward()
-        opt.step()
+        return loss
+
+    last = float("nan")
+    for step in range(cfg.projection_steps):
+        loss = guard.step("glkm-grid", step, opt, objective)
+        if loss is not None:
+            last = float(loss.detach())
         if (step + 1) % cfg.chunk == 0 or step + 1 == cfg.projection_steps:
-            yield float(loss.detach())
+            yield last
 
 
 def svola_restore(

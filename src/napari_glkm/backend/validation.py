@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .resources import check_memory
+
 __all__ = ["PreparedImage", "prepare_image", "check_kernel_size", "min_image_side"]
 
 
@@ -49,7 +51,8 @@ class PreparedImage:
 
     def to_user_range(self, x: np.ndarray) -> np.ndarray:
         """Map a ``(H, W, C)`` [0, 1] result back to the input layout and range, as float32."""
-        out = x.astype(np.float32) * np.float32(self.hi - self.lo) + np.float32(self.lo)
+        # float64 arithmetic: a range as wide as float32's own would overflow in float32.
+        out = (x.astype(np.float64) * (self.hi - self.lo) + self.lo).astype(np.float32)
         if not self.is_color:
             out = out[..., 0]
         if self.alpha is not None:
@@ -73,8 +76,13 @@ def min_image_side(kernel_size: int) -> int:
 
 def prepare_image(image: object, kernel_size: int) -> PreparedImage:
     """Validate ``image`` and return a normalised float32 copy; raise ``ValueError`` on bad input."""
-    if hasattr(image, "__array__") and not isinstance(image, np.ndarray):
-        image = np.asarray(image)
+    if not isinstance(image, np.ndarray) and (
+            hasattr(image, "__array__") or isinstance(image, (list, tuple))):
+        try:
+            image = np.asarray(image)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"cannot turn the {type(image).__name__} into an image array "
+                             f"({exc})") from None
     if not isinstance(image, np.ndarray):
         raise ValueError(f"expected a numpy array (H, W) or (H, W, 3), got {type(image).__name__}")
     arr = image
@@ -108,9 +116,15 @@ def prepare_image(image: object, kernel_size: int) -> PreparedImage:
             f"image {h}x{w} is too small for kernel size {kernel_size}: each side needs at least "
             f"{need} pixels; choose a smaller kernel_size or a larger image"
         )
+    # Before reading a single value (the copies below are the first allocations).
+    check_memory(h, w, 3 if arr.ndim == 3 else 1, kernel_size)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError("the image contains NaN or infinite values; replace them first "
                          "(e.g. np.nan_to_num)")
+    big = float(np.finfo(np.float32).max)
+    if np.issubdtype(arr.dtype, np.floating) and float(np.abs(arr).max()) > big:
+        raise ValueError(f"the image has values beyond the float32 range (|x| > {big:.3g}); "
+                         f"rescale it first")
     if arr.min() == arr.max():
         raise ValueError("the image is constant: there is no structure to estimate a blur from")
     if np.issubdtype(arr.dtype, np.floating):

@@ -261,9 +261,13 @@ def read_any_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        # torch's own message is many lines of advice; the reason is in the first ones.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unsupported" in ln or "GLOBAL" in ln),
+                   lines[0] if lines else type(exc).__name__)
         raise WeightsError(
             f"refused to load {path.name}: it is not a plain PyTorch state dict "
-            f"(only tensors are accepted; nothing in it was executed). Details: {exc}"
+            f"(only tensors are accepted; nothing in it was executed). Reason: {why[:200]}"
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
