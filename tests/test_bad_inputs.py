@@ -146,7 +146,7 @@ def _png_bytes(tmp_path: Path) -> bytes:
     return data
 
 
-def _cli_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
+def _cli_case(tmp_path: Path, case: str, request) -> tuple[list[str], str]:
     """Build the files for one CLI case; return (argv, substring the message must contain)."""
     good = tmp_path / "good image.png"
     good.write_bytes(_png_bytes(tmp_path))
@@ -201,10 +201,7 @@ def _cli_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
         return ["deblur", str(good), "-o", out, "--weights", str(tmp_path / "w.safetensors"),
                 "--kernel-prior", "glkm"], "not found"
     if case == "hostile weights":
-        import pickle
-
-        evil = tmp_path / "evil.pth"
-        evil.write_bytes(pickle.dumps({"w": _Payload(tmp_path / "pwned.txt")}))
+        evil, _marker = request.getfixturevalue("hostile_pth")  # same tmp_path: checked below
         return ["deblur", str(good), "-o", out, "--weights", str(evil), "--kernel-prior", "glkm"], \
             "refused"
     if case == "truncated safetensors":
@@ -215,16 +212,6 @@ def _cli_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
         return ["deblur", str(good), "-o", out, "--weights", str(cut), "--kernel-prior", "glkm"], \
             "safetensors"
     raise AssertionError(case)
-
-
-class _Payload:
-    """Unpickling this would create a file: proof that code ran."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (str(self.target), "w"))
 
 
 CLI_CASES = ["missing file", "folder as input", "corrupt png", "truncated png", "truncated tiff",
@@ -239,8 +226,8 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
-def test_cli_refuses_with_one_line_and_touches_nothing(tmp_path, capsys, case):
-    argv, match = _cli_case(tmp_path, case)
+def test_cli_refuses_with_one_line_and_touches_nothing(tmp_path, capsys, case, request):
+    argv, match = _cli_case(tmp_path, case, request)
     before = _tree_digest(tmp_path)
     # Case options come last so that they win (argparse keeps the last value).
     code = main(argv[:1] + ["--kernel-size", "15", "--preset", "fast", "--iterations", "1",

@@ -187,3 +187,29 @@ def test_tiled_deconvolution_matches_the_whole_image():
     inner = (..., slice(20, -20), slice(20, -20))
     assert psnr(tiled[inner], whole[inner]) > 40.0  # seams and tile borders are invisible
     assert psnr(tiled[inner], sharp[inner]) > psnr(y[inner], sharp[inner]) + 3.0
+
+
+def test_large_image_final_step_reports_tiles_and_stops_between_them(monkeypatch):
+    """Above TILE_PIXELS the final deconvolution runs tile by tile, yielding in between, so a
+    cancel (closing the generator) takes effect within one tile, not after the whole image."""
+    monkeypatch.setattr(solver, "TILE_PIXELS", 64 * 64)
+    monkeypatch.setattr(solver, "TILE_SIDE", 64)
+    img = blurred_sample("camera").blurry[100:250, 100:250].copy()
+    steps = iter_deblur(img, kernel_prior="free", **FAST)
+    tiles = []
+    for step in steps:
+        if "final_tiles" in step.info and not step.final:
+            tiles.append(step.info["final_tiles"])
+            if len(tiles) == 2:
+                break
+    steps.close()  # cancel between tiles
+    assert tiles == [(1, 16), (2, 16)]  # 150 px = 4 spans of <= 64 px overlapping by 32
+    with pytest.raises(StopIteration):
+        next(steps)
+    # and an uninterrupted tiled run gives a finite image close to the untiled one
+    *_, tiled = iter_deblur(img, kernel_prior="free", **FAST)
+    monkeypatch.undo()
+    *_, whole = iter_deblur(img, kernel_prior="free", **FAST)
+    np.testing.assert_array_equal(tiled.kernel, whole.kernel)
+    inner = (slice(20, -20), slice(20, -20))
+    assert psnr(torch.from_numpy(tiled.image[inner]), torch.from_numpy(whole.image[inner])) > 35

@@ -1,5 +1,3 @@
-import pickle
-
 import pytest
 import torch
 
@@ -86,19 +84,9 @@ def test_wrong_shapes_rejected(tmp_path):
         load_weights(path)
 
 
-class _Payload:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (str(self.target), "w"))
-
-
-def test_hostile_pickle_is_refused_without_running(tmp_path):
-    marker = tmp_path / "pwned.txt"
-    path = tmp_path / "evil.pth"
-    with open(path, "wb") as fh:
-        pickle.dump({"layer1.0.weight": _Payload(marker)}, fh)
+@pytest.mark.parametrize("fixture", ["hostile_pth", "hostile_pickle"])
+def test_hostile_pickle_is_refused_without_running(request, fixture):
+    path, marker = request.getfixturevalue(fixture)
     with pytest.raises(WeightsError, match="refused"):
         load_weights(path)
     assert not marker.exists()

@@ -75,23 +75,11 @@ def test_bad_file_is_refused_with_a_notification(make_napari_viewer, tmp_path, n
     assert any("Could not load weights" in str(n.message) for n in notifications)
 
 
-class _Payload:
-    """Unpickling this would create a file: proof that code ran."""
 
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (str(self.target), "w"))
-
-
-def test_hostile_pickle_is_refused_without_running(make_napari_viewer, tmp_path, notifications):
-    import pickle
-
+def test_hostile_pickle_is_refused_without_running(make_napari_viewer, hostile_pth,
+                                                   notifications):
     viewer = make_napari_viewer()
-    marker = tmp_path / "pwned.txt"
-    evil = tmp_path / "generator.pth"
-    evil.write_bytes(pickle.dumps({"layer1.0.weight": _Payload(marker)}))
+    evil, marker = hostile_pth
     w = WeightsWidget(viewer)
     assert not w.load_file(evil)
     assert not marker.exists() and state_for(viewer).weights is None

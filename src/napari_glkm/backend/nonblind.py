@@ -19,6 +19,8 @@ tensors of the same dtype.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,7 @@ from .blur import conv_valid, conv_valid_adjoint
 
 __all__ = [
     "periodic_pad", "psf2otf", "wiener_deconv", "l0_deconv", "sparse_deconv", "sparse_deconv_op",
-    "sparse_deconv_tiled", "conjugate_gradient",
+    "sparse_deconv_tiled", "iter_sparse_deconv_tiled", "conjugate_gradient",
 ]
 
 
@@ -200,7 +202,7 @@ def _ramp(length: int, ramp_in: int, ramp_out: int) -> torch.Tensor:
     return w
 
 
-def sparse_deconv_tiled(
+def iter_sparse_deconv_tiled(
     y: torch.Tensor,
     k: torch.Tensor,
     *,
@@ -208,29 +210,40 @@ def sparse_deconv_tiled(
     margin: int | None = None,
     blend: int = 32,
     **kwargs,
-) -> torch.Tensor:
-    """:func:`sparse_deconv` of a large ``(1, C, H, W)`` image in overlapping tiles.
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`sparse_deconv` of a large ``(1, C, H, W)`` image in overlapping tiles, yielding
+    ``(tiles_done, n_tiles, out)`` after every tile (``out`` is complete after the last).
 
     Each ``tile``-sized core is deconvolved with ``margin`` extra pixels of context on every
     side (default three kernel widths, discarded afterwards); neighbouring cores overlap by
     ``blend`` pixels and are cross-faded with linear ramps that sum to one. The working memory is
     that of one ``tile + 2 * margin`` square, whatever the image size; the output itself is
-    allocated once. Images that fit in one tile go straight to :func:`sparse_deconv`.
+    allocated once. Yielding per tile lets a caller report progress and stop between tiles.
     """
     h, w = y.shape[-2:]
-    if h <= tile and w <= tile:
-        return sparse_deconv(y, k, **kwargs)
     m = 3 * k.shape[-1] if margin is None else int(margin)
+    rows, cols = _tile_spans(h, tile, blend), _tile_spans(w, tile, blend)
     out = torch.zeros_like(y)
-    for r0, r1, ri, ro in _tile_spans(h, tile, blend):
+    done = 0
+    for r0, r1, ri, ro in rows:
         wr = _ramp(r1 - r0, ri, ro).to(y.dtype)
-        for c0, c1, ci, co in _tile_spans(w, tile, blend):
+        for c0, c1, ci, co in cols:
             wc = _ramp(c1 - c0, ci, co).to(y.dtype)
             a0, a1 = max(r0 - m, 0), min(r1 + m, h)
             b0, b1 = max(c0 - m, 0), min(c1 + m, w)
             x = sparse_deconv(y[..., a0:a1, b0:b1], k, **kwargs)
             core = x[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
             out[..., r0:r1, c0:c1] += core * (wr[:, None] * wc[None, :]).to(y.device)
+            done += 1
+            yield done, len(rows) * len(cols), out
+
+
+def sparse_deconv_tiled(y: torch.Tensor, k: torch.Tensor, **kwargs) -> torch.Tensor:
+    """:func:`sparse_deconv` in overlapping tiles (see :func:`iter_sparse_deconv_tiled`, which
+    takes the same keywords); bounded working memory for images of any size."""
+    out = y
+    for _done, _n, out in iter_sparse_deconv_tiled(y, k, **kwargs):
+        pass
     return out
 
 

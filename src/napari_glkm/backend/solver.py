@@ -36,8 +36,8 @@ import torch
 
 from .noise import denoise_for_kernel_estimation, estimate_noise
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
-from .nonblind import sparse_deconv, sparse_deconv_tiled, wiener_deconv
-from .resources import TILE_PIXELS, with_oom_fallback
+from .nonblind import iter_sparse_deconv_tiled, sparse_deconv, wiener_deconv
+from .resources import TILE_PIXELS, TILE_SIDE, with_oom_fallback
 from .safety import DivergenceError, DivergenceGuard, all_finite
 from .stages import (
     DIPConfig,
@@ -235,13 +235,20 @@ def _options(preset: str, iterations: int | None, preview_every: int | None) -> 
     return opts
 
 
-def _restore(prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions) -> np.ndarray:
+def _restore_steps(prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions
+                   ) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """The final non-blind deconvolution: yields ``(tiles_done, n_tiles, None)`` between tiles
+    of a large image (above ``TILE_PIXELS``), then ``(n, n, restored)``."""
     y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(kernel.device)
-    h, w = y.shape[-2:]
-    deconv = sparse_deconv_tiled if h * w > TILE_PIXELS else sparse_deconv
-    x = deconv(y, kernel, lam=opts.final_lambda, alpha=opts.final_alpha, outer=opts.final_iters)
+    kw = dict(lam=opts.final_lambda, alpha=opts.final_alpha, outer=opts.final_iters)
+    if y.shape[-2] * y.shape[-1] <= TILE_PIXELS:
+        x, n = sparse_deconv(y, kernel, **kw), 1
+    else:
+        for done, n, x in iter_sparse_deconv_tiled(y, kernel, tile=TILE_SIDE, **kw):
+            if done < n:
+                yield done, n, None
     x = x.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-    return prepared.to_user_range(x)
+    yield n, n, prepared.to_user_range(x)
 
 
 def _preview(prepared: PreparedImage, kernel: torch.Tensor) -> Callable[[], np.ndarray]:
@@ -577,13 +584,19 @@ def _run(
             patch_kernels = None  # every patch keeps the global kernel: the uniform restoration
 
     t0 = time.perf_counter()
-    with torch.no_grad():
-        if not all_finite([k]):  # every stage rolls back non-finite steps; belt and braces
-            raise DivergenceError("the kernel estimate is not finite; try another seed")
-        if patch_kernels is None:
-            restored = _restore(prepared, k, opts)
-        else:
+    if not all_finite([k]):  # every stage rolls back non-finite steps; belt and braces
+        raise DivergenceError("the kernel estimate is not finite; try another seed")
+    k = k.detach()
+    if patch_kernels is None:
+        # No torch.no_grad() around a yield: it would leak into the caller's code.
+        for done, n_tiles, restored in _restore_steps(prepared, k, opts):
+            if restored is None:  # a large image, between tiles: report, allow a stop
+                info["final_tiles"] = (done, n_tiles)
+                yield snapshot("final", history[-1] if history else float("nan"), k)
+    else:
+        with torch.no_grad():
             restored = _restore_svola(prepared, patch_kernels, patch_grid, opts)
+    with torch.no_grad():
         if not np.all(np.isfinite(restored)):
             guard.note("final", it, "non-finite restoration replaced by Wiener deconvolution")
             restored = _preview(prepared, k)()
