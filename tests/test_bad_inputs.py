@@ -72,6 +72,7 @@ REFUSED = [
     ("seed text", _structured, {"seed": "one"}, "seed"),
     ("unknown kernel prior", _structured, {"kernel_prior": "magic"}, "kernel_prior"),
     ("unknown init", _structured, {"init": "guess"}, "init"),
+    ("unknown image prior", _structured, {"prior": "diffusionz"}, "unknown prior"),
     ("roi outside", _structured, {"roi": (400, 400, 500, 500)}, "region of interest"),
     ("beyond float32", lambda: _structured().astype(np.float64) * 1e300, {}, "float32 range"),
     ("huge image", lambda: np.broadcast_to(np.zeros((1, 1), np.uint8), (200_000, 200_000)),

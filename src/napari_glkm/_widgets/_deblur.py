@@ -98,6 +98,12 @@ class DeblurWidget(QWidget):
         self.kernel_prior = QComboBox()
         self.kernel_prior.addItems(["glkm", "free"])
         self.kernel_prior.setToolTip("glkm: the learned kernel generator; free: no learned prior")
+        self.image_prior = QComboBox()
+        self.image_prior.addItems(["preset", "none", "dip", "vdip"])
+        self.image_prior.setToolTip(
+            "image prior of the joint image + kernel refinement: the preset's choice (none for "
+            "fast/default, dip for quality), none, dip (Deep Image Prior) or vdip (variational "
+            "DIP); dip/vdip take minutes on a CPU")
         self.roi_combo = QComboBox()
         self.roi_combo.setToolTip("estimate the kernel inside the first rectangle of this Shapes "
                                   "layer; the whole image is restored")
@@ -140,6 +146,7 @@ class DeblurWidget(QWidget):
         form.addRow("Seed:", self.seed)
         form.addRow("Iterations:", self.iterations)
         form.addRow("Kernel prior:", self.kernel_prior)
+        form.addRow("Image prior:", self.image_prior)
         form.addRow("ROI (Shapes):", self.roi_combo)
         form.addRow("Preview every:", self.preview_every)
         form.addRow("Stack:", self.shared_kernel)
@@ -207,6 +214,8 @@ class DeblurWidget(QWidget):
                     kernel_prior=self.kernel_prior.currentText(), preview_every=1)
         if self.iterations.value() > 0:
             opts["iterations"] = self.iterations.value()
+        if self.image_prior.currentText() != "preset":
+            opts["prior"] = self.image_prior.currentText()
         if opts["kernel_prior"] == "glkm" and self.state.weights:
             opts["weights"] = self.state.weights
         if self.nonuniform.isEnabled() and self.nonuniform.isChecked():

@@ -26,6 +26,7 @@ from .blur import conv_valid
 from .kernel_prior import resize_kernel
 from .nonblind import conjugate_gradient, l0_deconv
 from .priors.dip import DIPImagePrior
+from .priors.vdip import VDIPImagePrior, vdip_elbo, vdip_noise_level
 from .safety import DivergenceGuard, all_finite
 
 __all__ = [
@@ -61,8 +62,15 @@ class ProjectionConfig:
 
 @dataclass(frozen=True)
 class DIPConfig:
-    """Settings of the DIP + GLKM joint stage (learning rates and loss switch of the paper)."""
+    """Settings of the image-prior + GLKM joint stage (learning rates and loss switch of the
+    paper). ``kind`` picks the image prior: ``"dip"`` (Deep Image Prior, MSE then 1 - SSIM) or
+    ``"vdip"`` (variational DIP: MSE warm-up, then the ELBO of
+    :mod:`~napari_glkm.backend.priors.vdip` until ``elbo_fraction`` of the run, then 1 - SSIM).
+    The paper switches to 1 - SSIM at 40 %; keeping the ELBO to the end (``elbo_fraction=1``)
+    measured +1.7 dB better here (96² camera crop, known 15-px kernel, 400 iterations: ELBO to
+    the end 30.47 dB, switch at 40 % 28.76, at 70 % 29.75; DIP 29.42), so that is our default."""
 
+    kind: str = "dip"
     iters: int = 0
     channels: int = 128
     scales: int = 5
@@ -72,6 +80,8 @@ class DIPConfig:
     kernel_lr: float = 5e-4
     mse_iters: int = 500
     kernel_warmup: int = 0
+    elbo_fraction: float = 1.0
+    vdip_lambda: float = 0.2
 
 
 def pyramid_sizes(kernel_size: int, min_kernel: int = 7, ratio: float = 2**-0.5) -> list[int]:
@@ -260,7 +270,10 @@ def dip_stage(
     k_size = kernel_prior.size
     h, w = y.shape[-2:]
     torch.manual_seed(seed)
-    image_prior = DIPImagePrior(
+    if cfg.kind not in ("dip", "vdip"):
+        raise ValueError(f"unknown image prior {cfg.kind!r}; expected 'dip' or 'vdip'")
+    prior_cls = VDIPImagePrior if cfg.kind == "vdip" else DIPImagePrior
+    image_prior = prior_cls(
         (h + k_size - 1, w + k_size - 1), y.shape[1],
         channels=(cfg.channels,) * cfg.scales, skip=(cfg.skip,) * cfg.scales,
         nonlocal_scales=(2, 3, 4) if cfg.nonlocal_blocks else (), seed=seed,
@@ -277,12 +290,20 @@ def dip_stage(
     last = float("nan")
     out: list[torch.Tensor] = []
 
+    elbo_end = max(int(n * cfg.elbo_fraction), cfg.mse_iters) if cfg.kind == "vdip" else 0
+
     def closure(it: int) -> torch.Tensor:
-        x = image_prior()
+        if cfg.kind == "vdip":
+            x, std = image_prior.distribution()
+        else:
+            x = image_prior()
         out[:] = [x.detach()]
         k = kernel_prior()
         if it < cfg.kernel_warmup:
             k = k.detach()
+        if cfg.mse_iters <= it < elbo_end:
+            sigma_n = vdip_noise_level(it - cfg.mse_iters, elbo_end - cfg.mse_iters)
+            return vdip_elbo(y, x, std, k, sigma_n, lam=cfg.vdip_lambda)
         y_hat = conv_valid(x, k)
         if it < cfg.mse_iters:
             return F.mse_loss(y_hat, y)
