@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--kernel-size", type=int, default=31)
     ap.add_argument("--kernel-prior", default="glkm")
-    ap.add_argument("--subset", type=int, default=32, choices=[8, 32])
+    ap.add_argument("--subset", type=int, default=32, choices=[4, 8, 32],
+                    help="4: one blur per image (the first half of the 8-image subset)")
+    ap.add_argument("--prior", default=None, choices=["none", "dip", "vdip"],
+                    help="image prior of the refinement stage (default: the preset's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--nonuniform", action="store_true", help="SVOLA mode (checks uniform blur)")
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         PRESETS[args.preset] = _override(PRESETS[args.preset], item)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pairs = SUBSET8 if args.subset == 8 else [(i, j) for i in range(1, 5) for j in range(1, 9)]
+    pairs = {4: SUBSET8[:4], 8: SUBSET8}.get(args.subset,
+                                            [(i, j) for i in range(1, 5) for j in range(1, 9)])
     rows = []
     print(f"{'image':<16}{'PSNR':>8}{'SSIM':>8}{'k-L1':>8}{'sec':>8}")
     for i, j in pairs:
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         k_true /= k_true.sum()
         t0 = time.perf_counter()
         extra = dict(nonuniform=True, grid=args.grid) if args.nonuniform else {}
+        if args.prior is not None:
+            extra["prior"] = args.prior
         res = deblur(blurry, preset=args.preset, kernel_size=args.kernel_size,
                      kernel_prior=args.kernel_prior, **extra)
         sec = time.perf_counter() - t0
@@ -98,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{row['image']:<16}{row['psnr']:>8.2f}{row['ssim']:>8.4f}"
               f"{row['kernel_l1']:>8.3f}{sec:>8.1f}", flush=True)
     summary = {
-        "preset": args.preset, "overrides": args.set, "kernel_prior": args.kernel_prior, "kernel_size": args.kernel_size,
+        "preset": args.preset, "overrides": args.set, "kernel_prior": args.kernel_prior,
+        "kernel_size": args.kernel_size, "prior": args.prior, "subset": args.subset,
         "nonuniform": args.nonuniform, "grid": args.grid if args.nonuniform else None,
         "n_images": len(rows),
         "psnr_mean": float(np.mean([r["psnr"] for r in rows])),
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'mean':<16}{summary['psnr_mean']:>8.2f}{summary['ssim_mean']:>8.4f}"
           f"{summary['kernel_l1_mean']:>8.3f}{summary['seconds_mean']:>8.1f}")
     mode = f"_nonuniform{args.grid}" if args.nonuniform else ""
+    mode += f"_{args.prior}" if args.prior else ""
+    mode += f"_subset{args.subset}" if args.subset != 32 else ""
     out = Path(args.json or f"benchmarks/results/levin_{args.preset}_{args.kernel_prior}{mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1))
