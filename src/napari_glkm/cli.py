@@ -144,7 +144,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from ._sample_data import blurred_sample
+    from ._sample_data import NOISE_SIGMA, PHOTO_SAMPLES, blurred_sample
 
     s = blurred_sample(args.name)
     out = Path(args.output)
@@ -153,7 +153,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.kernel_out:
         kpath = Path(args.kernel_out)
         write_image(kpath, _kernel_image(s.kernel, kpath), overwrite=args.overwrite)
-    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + 1% noise)")
+    sigma = PHOTO_SAMPLES[args.name][3] if args.name in PHOTO_SAMPLES else NOISE_SIGMA
+    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + {sigma:.0%} noise)")
     return 0
 
 
@@ -269,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_deblur)
 
     s = sub.add_parser("sample", help="write a shipped blurred sample image")
-    s.add_argument("name", nargs="?", default="camera", choices=["camera", "astronaut", "cell"])
+    s.add_argument("name", nargs="?", default="camera",
+                   choices=["camera", "astronaut", "cell", "lights", "lowlight", "coffee"])
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--kernel-out", help="also write the true kernel")
     s.add_argument("--overwrite", action="store_true")
