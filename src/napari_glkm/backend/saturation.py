@@ -9,9 +9,12 @@ Following the usual treatment (Cho, Wang & Lee, ICCV 2011; Whyte, Sivic & Zisser
 * **kernel estimation** ignores the saturated pixels *and their blur footprint* (the mask
   dilated by a kernel-sized square): near a light the latent image that the L0 step estimates
   is wrong too, so residuals there are unreliable;
-* **final deconvolution** drops only the saturated pixels themselves from its data term
-  (per channel); the image prior fills them in from the unsaturated neighbours, which still
-  follow the model.
+* **final deconvolution** drops the saturated pixels (in every channel if one channel is
+  clipped, so lights get no colour fringes) and a thin rim around them (``kernel_size // 8``
+  pixels) from its data term; the image prior fills them in from the neighbours, which still
+  follow the model. Measured on the ``lights`` sample with the true kernel (PSNR of the
+  luminance): all pixels trusted 21.1 dB, clipped pixels dropped per channel 25.3, in all
+  channels 25.6, plus a 3 px rim 27.6, plus a 7 px rim 25.5.
 
 A pixel counts as saturated when its value (in [0, 1] after normalisation of the input range,
 any colour channel) is at least ``threshold`` (0.98 by default: 250 of 255 for uint8).
@@ -23,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_THRESHOLD", "check_saturation", "saturated_mask", "estimation_weight"]
+__all__ = ["DEFAULT_THRESHOLD", "check_saturation", "saturated_mask", "estimation_weight",
+           "restoration_weight"]
 
 DEFAULT_THRESHOLD = 0.98
 
@@ -60,3 +64,10 @@ def estimation_weight(mask: np.ndarray, kernel_size: int) -> np.ndarray | None:
     r = kernel_size // 2
     dilated = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
     return (1.0 - dilated)[0, 0].numpy()
+
+
+def restoration_weight(mask: np.ndarray, kernel_size: int) -> np.ndarray | None:
+    """``(H, W)`` float32 data weight for the final deconvolution: 0 on pixels saturated in any
+    channel of ``mask`` ``(H, W, C)`` and on a ``kernel_size // 8`` pixel rim around them, 1
+    elsewhere; ``None`` when nothing is saturated."""
+    return estimation_weight(mask, 2 * (kernel_size // 8) + 1)

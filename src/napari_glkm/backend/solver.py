@@ -38,7 +38,7 @@ import torch
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
 from .kernel_size import AutoSizeConfig, candidate_sizes, choose_kernel_size
 from .noise import check_noise, denoise_for_kernel_estimation, estimate_noise, noise_lambda
-from .saturation import check_saturation, estimation_weight, saturated_mask
+from .saturation import check_saturation, estimation_weight, restoration_weight, saturated_mask
 from .nonblind import sparse_deconv, wiener_deconv
 from .stages import (
     DIPConfig,
@@ -253,9 +253,9 @@ def restore_with_kernel(
     if threshold is not None:
         mask = saturated_mask(prepared.data, threshold)
         frac = float(mask.any(axis=-1).mean())
-        if frac > 0:
-            weight = torch.from_numpy((~mask).astype(np.float32)).permute(2, 0, 1)[None]
-            weight = weight.to(kernel.device, y.dtype)
+        w_np = restoration_weight(mask, kernel.shape[-1])
+        if w_np is not None:
+            weight = torch.from_numpy(w_np)[None, None].to(kernel.device, y.dtype)
     x = sparse_deconv(y, kernel.to(y.dtype), lam=lam, alpha=opts.final_alpha,
                       outer=opts.final_iters, weight=weight)
     x = x.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
