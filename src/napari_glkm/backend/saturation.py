@@ -10,8 +10,8 @@ Following the usual treatment (Cho, Wang & Lee, ICCV 2011; Whyte, Sivic & Zisser
   dilated by a kernel-sized square): near a light the latent image that the L0 step estimates
   is wrong too, so residuals there are unreliable;
 * **final deconvolution** drops the saturated pixels (in every channel if one channel is
-  clipped, so lights get no colour fringes) and a thin rim around them (``kernel_size // 8``
-  pixels) from its data term; the image prior fills them in from the neighbours, which still
+  clipped, so lights get no colour fringes) and a thin rim around small clipped regions
+  (``kernel_size // 8`` pixels) from its data term; the image prior fills them in from the neighbours, which still
   follow the model. Measured on the ``lights`` sample with the true kernel (PSNR of the
   luminance): all pixels trusted 21.1 dB, clipped pixels dropped per channel 25.3, in all
   channels 25.6, plus a 3 px rim 27.6, plus a 7 px rim 25.5.
@@ -68,6 +68,22 @@ def estimation_weight(mask: np.ndarray, kernel_size: int) -> np.ndarray | None:
 
 def restoration_weight(mask: np.ndarray, kernel_size: int) -> np.ndarray | None:
     """``(H, W)`` float32 data weight for the final deconvolution: 0 on pixels saturated in any
-    channel of ``mask`` ``(H, W, C)`` and on a ``kernel_size // 8`` pixel rim around them, 1
-    elsewhere; ``None`` when nothing is saturated."""
-    return estimation_weight(mask, 2 * (kernel_size // 8) + 1)
+    channel of ``mask`` ``(H, W, C)``, and on a ``kernel_size // 8`` pixel rim around *small*
+    clipped regions (at most ``kernel_size²`` pixels: lights, reflections), 1 elsewhere;
+    ``None`` when nothing is saturated.
+
+    Large clipped areas (an overexposed sky) get no rim: their edges still carry most of the
+    blur's information, and dropping them cost 0.8 dB on a BSDS photo with 28 % clipped
+    pixels, where a rim around lights gains 2 dB.
+    """
+    from skimage.measure import label
+
+    any_sat = mask.any(axis=-1) if mask.ndim == 3 else mask
+    if not any_sat.any():
+        return None
+    lab = label(any_sat, connectivity=2)
+    area = np.bincount(lab.ravel())
+    small = (area <= kernel_size * kernel_size)[lab] & any_sat
+    rim = estimation_weight(small, 2 * (kernel_size // 8) + 1)
+    weight = (~any_sat).astype(np.float32)
+    return weight if rim is None else weight * rim
