@@ -74,10 +74,12 @@ class SizeChoice:
     candidates: tuple[int, ...]
     exceeds: bool
     seconds: float
+    tail_support: float = float("nan")
 
     def as_info(self) -> dict:
-        return {"support": round(self.support, 1), "candidates": list(self.candidates),
-                "exceeds_largest": self.exceeds, "seconds": round(self.seconds, 3)}
+        return {"support": round(self.support, 1), "tail_support": round(self.tail_support, 1),
+                "candidates": list(self.candidates), "exceeds_largest": self.exceeds,
+                "seconds": round(self.seconds, 3)}
 
 
 def candidate_sizes(largest: int) -> tuple[int, ...]:
@@ -166,5 +168,6 @@ def choose_kernel_size(
     fits = [s for s in candidates if s >= need]
     size = fits[0] if fits else largest
     # the quick estimate cannot measure beyond its box: filling it means "maybe larger"
-    exceeds = kernel_support(k_np, cfg.exceed_threshold) / cfg.scale >= largest - 2
-    return SizeChoice(size, support, candidates, exceeds, time.perf_counter() - t0)
+    tails = kernel_support(k_np, cfg.exceed_threshold) / cfg.scale
+    exceeds = tails >= largest - 2
+    return SizeChoice(size, support, candidates, exceeds, time.perf_counter() - t0, tails)

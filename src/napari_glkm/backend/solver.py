@@ -489,7 +489,8 @@ def _auto_size(lum: torch.Tensor, weight, candidates, opts: DeblurOptions, roi):
     note = None
     if choice.exceeds:
         note = (f"the blur may be larger than {candidates[-1]} px, the largest kernel size "
-                f"available (estimated support {choice.support:.0f} px); results may be poor. "
+                f"available (the quick estimate's tails span {choice.tail_support:.0f} px); "
+                f"results may be poor. "
                 f"Larger kernels need a generator trained for them (napari-glkm "
                 f"train-generator --size 55|75, then weights=...)")
     return choice, note
