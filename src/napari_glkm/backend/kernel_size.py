@@ -10,9 +10,12 @@ whole box the blur may be larger than the largest available size: the choice say
 (``exceeds``) and the solver warns. A box much larger than the blur only adds unknowns (noise in the kernel,
 slower estimation); a box smaller than the blur cannot represent it.
 
-Candidates are the sizes the kernel prior can serve: 15 and 23 (centre crops of a larger
+Candidates are the sizes the kernel prior can serve: 23 (a centre crop of a larger
 generator) plus every shipped generator size up to the largest (31 today; 55 and 75 join
-automatically when their weights are shipped), or the size of a user's generator file.
+automatically when their weights are shipped), or the size of a user's generator file. 15 is
+not offered: on our benchmarks a 15 px box lost more on blurs it could not hold (up to 7 dB
+on Levin) than it gained on small ones (≤ 0.5 dB); it remains the fallback for images too
+small for 23.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .stages import PyramidConfig, coarse_to_fine_stage, informative_crop
 
 __all__ = ["AutoSizeConfig", "SizeChoice", "candidate_sizes", "kernel_support", "choose_kernel_size"]
 
-SMALL_SIZES = (15, 23)
+SMALL_SIZES = (23,)
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,11 @@ class AutoSizeConfig:
     margin:
         Relative margin added to the measured support before choosing a size.
     pad:
-        Absolute margin in pixels (full resolution) added on top of ``margin``. Measured on
-        BSDS val blurs (docs/benchmarks.md): the 20 % support is within about 2 px of the
-        true one, and a box just larger than it restores best — a much larger box costs
-        more (31 instead of 23 lost 2–3 dB on 20–24 px blurs) than a slightly tight one.
+        Absolute margin in pixels (full resolution) added on top of ``margin`` (negative:
+        the half-resolution estimate over-measures by 2–3 px). With the candidates 23 and 31
+        this means "31 when the measured support exceeds 26 px". Chosen by replaying the
+        size choice on 23 benchmark blurs with known per-size results (BSDS val and Levin,
+        docs/benchmarks.md).
     """
 
     scale: float = 0.5
@@ -62,7 +66,7 @@ class AutoSizeConfig:
     threshold: float = 0.2
     exceed_threshold: float = 0.1
     margin: float = 0.0
-    pad: int = 1
+    pad: int = -3
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def candidate_sizes(largest: int) -> tuple[int, ...]:
     """Kernel sizes offered to the automatic choice when the prior can serve up to ``largest``.
 
     >>> candidate_sizes(31)
-    (15, 23, 31)
+    (23, 31)
     """
     from .weights import shipped_weights
 

@@ -305,7 +305,8 @@ def iter_deblur(
         float. Never modified.
     kernel_size:
         ``"auto"`` (default): chosen from the image among the sizes the kernel prior serves
-        (15, 23, 31 with the shipped generator; larger ones when their generators ship), by a
+        (23 and 31 with the shipped generator, 15 for images too small for those; larger
+        ones when their generators ship), by a
         quick half-resolution estimate with the largest size (see
         :mod:`napari_glkm.backend.kernel_size`; about a second). If that estimate fills the
         largest size, the blur may be larger: a ``UserWarning`` says so. The choice is in
@@ -390,13 +391,14 @@ def iter_deblur(
         raise ValueError(f"unknown kernel_prior {kernel_prior!r}; expected 'glkm' or 'free'")
     candidates = None
     if isinstance(kernel_size, str) and kernel_size == "auto":
-        candidates = candidate_sizes(_largest_size(kernel_prior, weights))
-        prepared = prepare_image(image, candidates[0])
+        offered = candidate_sizes(_largest_size(kernel_prior, weights))
+        floor = min(offered + (AUTO_FALLBACK_SIZE,))  # for images too small for the others
+        prepared = prepare_image(image, floor)
         side = min(prepared.data.shape[:2])
         if roi is not None:
-            r0, c0, r1, c1 = _check_roi(roi, prepared.data.shape[:2], candidates[0])
+            r0, c0, r1, c1 = _check_roi(roi, prepared.data.shape[:2], floor)
             side = min(side, r1 - r0, c1 - c0)
-        candidates = tuple(c for c in candidates if min_image_side(c) <= side)
+        candidates = tuple(c for c in offered if min_image_side(c) <= side) or (floor,)
         if init_kernel is not None:  # a warm start fixes the size: the kernel's own, if served
             n = np.shape(init_kernel)[0] if np.ndim(init_kernel) == 2 else 0
             fits = [c for c in candidates if c >= n]
@@ -434,6 +436,9 @@ def iter_deblur(
     # Everything is checked: errors above surface at the call, not at the first next().
     return _run(prepared, prior, kernel_size, opts, dev, int(seed), box, start, encoder,
                 init_info, patch_grid, settings)
+
+
+AUTO_FALLBACK_SIZE = 15
 
 
 @dataclass(frozen=True)
