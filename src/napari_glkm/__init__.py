@@ -43,16 +43,19 @@ def deblur(image, **options) -> DeblurResult:
         ``(H, W)`` gray or ``(H, W, 3)`` / ``(H, W, 4)`` colour array (uint8, uint16, other
         integers or float). Never modified.
     **options:
-        Keyword options of :func:`iter_deblur`: ``kernel_size=31``, ``preset="default"``
-        (``"fast"``, ``"default"``, ``"quality"``), ``device="auto"``, ``seed=0``,
-        ``iterations``, ``kernel_prior="glkm"``, ``weights``, ``roi``, ``init_kernel``,
-        ``nonuniform=False`` with ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
+        Keyword options of :func:`iter_deblur`: ``kernel_size="auto"`` (or an odd size in
+        pixels), ``preset="default"`` (``"fast"``, ``"default"``, ``"quality"``),
+        ``device="auto"``, ``seed=0``, ``iterations``, ``kernel_prior="glkm"``, ``weights``,
+        ``roi``, ``init_kernel``, ``noise="auto"`` (or ``"off"`` or a standard deviation),
+        ``saturation="auto"`` (or ``"off"`` or a threshold), ``nonuniform=False`` with
+        ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
 
     Returns
     -------
     DeblurResult
         ``image`` (input's shape and value range, float32), ``kernel`` ``(k, k)``,
-        ``kernel_size``, ``losses``, ``timings``; with ``nonuniform=True`` also
+        ``kernel_size`` (the chosen one with ``"auto"``), ``losses``, ``timings``, ``info``
+        (``noise_sigma``, ``saturated_fraction``, ``auto_size``, ...); with ``nonuniform=True`` also
         ``kernel_grid`` ``(gy, gx, k, k)`` and ``centres`` ``(gy, gx, 2)``.
 
     Example
@@ -60,7 +63,7 @@ def deblur(image, **options) -> DeblurResult:
     >>> import numpy as np
     >>> from napari_glkm import deblur
     >>> img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
-    >>> res = deblur(img, preset="fast", iterations=1)
+    >>> res = deblur(img, preset="fast", iterations=1, kernel_size=31)
     >>> res.image.shape, res.kernel.shape
     ((96, 96), (31, 31))
     """

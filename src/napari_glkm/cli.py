@@ -70,6 +70,21 @@ def _output_pixels(result: np.ndarray, source: np.ndarray, out: Path, dtype: str
     return to_dtype((result - lo) / max(hi - lo, 1e-12) * 255.0, np.uint8)
 
 
+def _auto_or(cast, *words: str):
+    """argparse type: ``"auto"`` (and the other ``words``) or a value of type ``cast``."""
+    def parse(text: str):
+        if text in ("auto", *words):
+            return text
+        try:
+            return cast(text)
+        except ValueError:
+            choices = " or ".join(("auto",) + words)
+            raise argparse.ArgumentTypeError(f"expected {choices} or a number, got {text!r}") \
+                from None
+    parse.__name__ = cast.__name__
+    return parse
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
@@ -95,7 +110,8 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
-                   initializer=args.initializer, prior=args.prior)
+                   initializer=args.initializer, noise=args.noise, saturation=args.saturation,
+                   prior=args.prior)
     grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
                      overlap=args.overlap, smoothness=args.smoothness)
     if args.nonuniform:
@@ -119,12 +135,17 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
         t = last.timings.get("total", float("nan"))
         grid = "" if last.kernel_grid is None else " x {}x{} patches".format(
             *last.kernel_grid.shape[:2])
-        print(f"wrote {out} (kernel {last.kernel.shape[0]} px{grid}, {t:.1f} s)")
+        size_mode = " auto" if last.info.get("kernel_size_mode") == "auto" else ""
+        sigma = last.info.get("noise_sigma", float("nan"))
+        sat = last.info.get("saturated_fraction", 0.0)
+        sat_txt = f", {sat:.2%} clipped pixels" if sat > 0 else ""
+        print(f"wrote {out} (kernel {last.kernel.shape[0]} px{size_mode}{grid}, noise sigma "
+              f"{sigma:.2%} of range{sat_txt}, {t:.1f} s)")
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from ._sample_data import blurred_sample
+    from ._sample_data import NOISE_SIGMA, PHOTO_SAMPLES, blurred_sample
 
     s = blurred_sample(args.name)
     out = Path(args.output)
@@ -133,7 +154,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.kernel_out:
         kpath = Path(args.kernel_out)
         write_image(kpath, _kernel_image(s.kernel, kpath), overwrite=args.overwrite)
-    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + 1% noise)")
+    sigma = PHOTO_SAMPLES[args.name][3] if args.name in PHOTO_SAMPLES else NOISE_SIGMA
+    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + {sigma:.0%} noise)")
     return 0
 
 
@@ -216,7 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="restored image file")
     d.add_argument("--kernel-out", help="also write the estimated kernel (PNG scaled, TIFF/NPY raw)")
     d.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    d.add_argument("--kernel-size", type=int, default=31, help="kernel side in pixels (odd)")
+    d.add_argument("--kernel-size", type=_auto_or(int), default="auto",
+                   help="kernel side in pixels (odd), or auto (default: chosen from the image)")
+    d.add_argument("--noise", type=_auto_or(float, "off"), default="auto",
+                   help="auto (estimate and adapt, default), off, or the noise standard "
+                        "deviation as a fraction of the value range (e.g. 0.02)")
+    d.add_argument("--saturation", type=_auto_or(float, "off"), default="auto",
+                   help="auto (pixels >= 98%% of the range are clipped highlights: left out "
+                        "of the data terms, default), off, or the threshold in (0, 1]")
     d.add_argument("--iterations", type=int, default=None,
                    help="alternations per pyramid scale (overrides the preset)")
     d.add_argument("--seed", type=int, default=0)
@@ -245,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_deblur)
 
     s = sub.add_parser("sample", help="write a shipped blurred sample image")
-    s.add_argument("name", nargs="?", default="camera", choices=["camera", "astronaut", "cell"])
+    s.add_argument("name", nargs="?", default="camera",
+                   choices=["camera", "astronaut", "cell", "lights", "lowlight", "coffee"])
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--kernel-out", help="also write the true kernel")
     s.add_argument("--overwrite", action="store_true")

@@ -49,6 +49,7 @@ _NONUNIFORM_TIP = ("estimate a spatially varying blur: one kernel per patch of a
 _NONUNIFORM_STACK_TIP = ("non-uniform mode deblurs single images (gray or RGB) only, not "
                          "stacks: deblur one frame of the stack instead")
 _PBAR_TOTAL = 1000
+AUTO_SIZE = 1  # the kernel-size spin box's special value, shown as "auto"
 
 
 class RunState(enum.Enum):
@@ -83,11 +84,14 @@ class DeblurWidget(QWidget):
         self.preset.addItems(list(PRESETS))
         self.preset.setCurrentText("default")
         self.kernel_size = QSpinBox()
-        self.kernel_size.setRange(3, 75)
+        self.kernel_size.setRange(AUTO_SIZE, 75)
         self.kernel_size.setSingleStep(2)
-        self.kernel_size.setValue(self.state.weights_kernel_size)
+        self.kernel_size.setSpecialValueText("auto")
+        self.kernel_size.setValue(AUTO_SIZE)
         self.kernel_size.setSuffix(" px")
-        self.kernel_size.setToolTip("side of the blur kernel (odd); at most the generator's size")
+        self.kernel_size.setToolTip("side of the blur kernel (odd), at most the generator's "
+                                    "size; auto: chosen from the image (the choice is shown "
+                                    "when the run ends)")
         self.kernel_size.valueChanged.connect(self._keep_odd)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
@@ -112,6 +116,14 @@ class DeblurWidget(QWidget):
         self.preview_every.setValue(5)
         self.preview_every.setSuffix(" iterations")
         self.shared_kernel = QCheckBox("one kernel for the whole stack")
+        self.noise = QComboBox()
+        self.noise.addItems(["auto", "off"])
+        self.noise.setToolTip("auto: estimate the noise level and adapt the denoising and the "
+                              "regularisation to it; off: fixed settings (clean images)")
+        self.saturation = QCheckBox("exclude clipped highlights")
+        self.saturation.setChecked(True)
+        self.saturation.setToolTip("pixels at >= 98 % of the value range (lamps, reflections) "
+                                   "and their blur footprint are left out of the estimation")
         self.warm_start = QCheckBox("warm-start each frame from the previous kernel")
         self.warm_start.setChecked(True)
         self.nonuniform = QCheckBox("Non-uniform (SVOLA)")
@@ -147,6 +159,8 @@ class DeblurWidget(QWidget):
         form.addRow("Iterations:", self.iterations)
         form.addRow("Kernel prior:", self.kernel_prior)
         form.addRow("Image prior:", self.image_prior)
+        form.addRow("Noise:", self.noise)
+        form.addRow("Saturation:", self.saturation)
         form.addRow("ROI (Shapes):", self.roi_combo)
         form.addRow("Preview every:", self.preview_every)
         form.addRow("Stack:", self.shared_kernel)
@@ -194,10 +208,11 @@ class DeblurWidget(QWidget):
         self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
                                    f"{self.state.device}")
         size = self.state.weights_kernel_size
-        if size != self._weights_size:  # new weights: offer their size (keep it otherwise)
+        if size != self._weights_size:  # new weights: offer their size unless auto is chosen
             self._weights_size = size
             self.kernel_size.setMaximum(max(size, 3))
-            self.kernel_size.setValue(size)
+            if self.kernel_size.value() != AUTO_SIZE:
+                self.kernel_size.setValue(size)
 
     def _keep_odd(self, value: int) -> None:
         if value % 2 == 0:
@@ -209,9 +224,13 @@ class DeblurWidget(QWidget):
 
     def options(self) -> dict:
         """The :func:`iter_deblur` keyword options currently set in the widget."""
-        opts = dict(kernel_size=self.kernel_size.value(), preset=self.preset.currentText(),
+        size = self.kernel_size.value()
+        opts = dict(kernel_size="auto" if size == AUTO_SIZE else size,
+                    preset=self.preset.currentText(),
                     seed=self.seed.value(), device=self.state.device,
-                    kernel_prior=self.kernel_prior.currentText(), preview_every=1)
+                    kernel_prior=self.kernel_prior.currentText(), preview_every=1,
+                    noise=self.noise.currentText(),
+                    saturation="auto" if self.saturation.isChecked() else "off")
         if self.iterations.value() > 0:
             opts["iterations"] = self.iterations.value()
         if self.image_prior.currentText() != "preset":
@@ -319,6 +338,7 @@ class DeblurWidget(QWidget):
         if self._pbar is not None:
             self._pbar.set_description(f"Deblurring {job['layer'].name}: {frame_txt}{u.stage}")
         if u.frame_done:
+            job["info"] = u.info
             job["done"][u.frame] = True
             job["seconds"][u.frame] = u.frame_seconds
             job["warm"][u.frame] = u.warm_start
@@ -385,7 +405,7 @@ class DeblurWidget(QWidget):
                     partial=outcome != "done")
         note = ""
         if outcome == "done":
-            note = self._timing_note()
+            note = f"{_photo_note(job.get('info', {}))} {self._timing_note()}".strip()
             if out_layer is not None:
                 out_layer.name = f"{name} deblurred"
         elif out_layer is not None:
@@ -430,6 +450,20 @@ class DeblurWidget(QWidget):
             note += (f" Warm start: frame 1 (cold) {secs[0]:.1f} s, later frames "
                      f"{np.mean(warm):.1f} s each ({speedup:.1f}× faster).")
         return note
+
+
+def _photo_note(info: dict) -> str:
+    """'Kernel 23 px (auto), noise 1.2 %, 0.4 % clipped.' from a run's ``info``."""
+    if "kernel_size" not in info:
+        return ""
+    auto = " (auto)" if info.get("kernel_size_mode") == "auto" else ""
+    text = f"Kernel {info['kernel_size']} px{auto}"
+    if "noise_sigma" in info:
+        text += f", noise {info['noise_sigma']:.1%}"
+    if info.get("saturated_fraction", 0) > 0:
+        text += f", {info['saturated_fraction']:.1%} clipped"
+    note = info.get("kernel_size_note")
+    return text + "." + (f" Warning: {note}." if note else "")
 
 
 def _refill(combo: QComboBox, names: list[str]) -> None:

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .nonblind import sparse_deconv
-from .solver import PRESETS, DeblurStep, iter_deblur, resolve_device
+from .solver import PRESETS, DeblurStep, iter_deblur, resolve_device, restore_with_kernel
 from .validation import prepare_image
 
 __all__ = ["StackStep", "StackResult", "iter_deblur_stack", "deblur_stack", "check_stack"]
@@ -164,7 +163,8 @@ def iter_deblur_stack(
     reference:
         Shared mode only: index of the frame the kernel is estimated on.
     **options:
-        Keyword options of :func:`iter_deblur` (``kernel_size``, ``preset``, ``device``,
+        Keyword options of :func:`iter_deblur` (``kernel_size`` — ``"auto"`` is resolved
+        once, on the first estimated frame, and kept for the others —, ``preset``, ``device``,
         ``seed``, ``iterations``, ``kernel_prior``, ``weights``, ``preview_every``, ``roi``,
         ``init_kernel`` — the latter seeds only the first estimated frame).
 
@@ -198,6 +198,8 @@ def _run_per_frame(frames: np.ndarray, first_run: Iterator[DeblurStep], warm: bo
     options = {k: v for k, v in options.items() if k != "init_kernel"}
     for i in range(n):
         is_warm = kernel is not None and warm
+        if i == 1:  # kernel_size="auto" is resolved once, on the first frame
+            options["kernel_size"] = kernel.shape[0]
         if i > 0:
             run = iter_deblur(frames[i], init_kernel=kernel if warm else None, **options)
         for step in run:
@@ -224,10 +226,9 @@ def _run_shared(frames: np.ndarray, first_run: Iterator[DeblurStep], reference: 
         else:
             prepared = prepare_image(frames[i], kernel_size)
             with torch.no_grad():
-                y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(dev)
-                x = sparse_deconv(y, k, lam=opts.final_lambda, alpha=opts.final_alpha,
-                                  outer=opts.final_iters).clamp(0, 1)
-            restored = prepared.to_user_range(x[0].permute(1, 2, 0).cpu().numpy())
+                restored, _ = restore_with_kernel(
+                    prepared, k, opts, noise=options.get("noise", "auto"),
+                    saturation=options.get("saturation", "auto"))
         elapsed = time.perf_counter() - t0
         final = DeblurStep(0, 1, "final", kernel, step.loss, elapsed, final=True,
                            history=step.history if i == reference else [],
