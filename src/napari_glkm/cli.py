@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_convert_weights)
+
+    from ._stack_cli import add_parser as add_stack_parser
+
+    add_stack_parser(sub, PRESETS)  # deblur-stack: big stacks out of core (_stack_cli.py)
     return p
 
 

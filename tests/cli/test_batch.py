@@ -137,3 +137,31 @@ def test_workers_run_on_a_local_cluster(folder, tmp_path, capsys):
     for f in files:
         np.testing.assert_array_equal(read_image(parallel / f.name).data,
                                       read_image(serial / f.name).data)
+
+
+def test_deblur_stack_command_resumes_and_exports_ome_tiff(tmp_path, capsys):
+    import tifffile
+
+    from napari_glkm.backend.stack_io import ZarrStackOutput
+
+    blurry = blurred_sample("camera").blurry
+    stack = (np.stack([blurry[200 + 8 * i: 272 + 8 * i, 180:252] for i in range(3)])
+             * 60000).astype(np.uint16)
+    src = tmp_path / "movie.ome.tif"
+    tifffile.imwrite(src, stack, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.4,
+                                                      "PhysicalSizeY": 0.4})
+    out = tmp_path / "movie.zarr"
+    argv = ["deblur-stack", src, "-o", out, "--axis", "t", *FAST]
+    code, stdout, err = _run(capsys, *argv, "--frames", "0:2")
+    assert code == 0, err
+    assert ZarrStackOutput.open(out, mode="r").done().tolist() == [True, True, False]
+    code, stdout, err = _run(capsys, *argv[:-1], "--ome-tiff", tmp_path / "movie_sharp.ome.tif")
+    assert code == 0, err
+    assert "1 frames computed, 2 already there" in stdout
+    with tifffile.TiffFile(tmp_path / "movie_sharp.ome.tif") as tif:
+        assert tif.series[0].axes == "TYX" and tif.series[0].shape == (3, 72, 72)
+        assert tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["PhysicalSizeX"] == 0.4
+    code, _, err = _run(capsys, *argv, "--seed", "5")
+    assert code == 2 and "other settings" in err and "Traceback" not in err
+    code, _, err = _run(capsys, "deblur-stack", src, "-o", out, "--frames", "1-2", *FAST)
+    assert code == 2 and "--frames" in err

@@ -250,7 +250,8 @@ def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = Non
                  frames: Any = None, shared_kernel: bool = False, warm_start: bool = True,
                  reference: int = 0, chunk_frames: int | None = None, client: Any = None,
                  workers: int | None = None, overwrite: bool = False,
-                 progress: Progress | None = None, **options) -> StackResult:
+                 progress: Progress | None = None, meta: StackMeta | None = None,
+                 **options) -> StackResult:
     """Deblur a stack frame by frame, out of core and optionally on a dask cluster.
 
     Parameters
@@ -280,6 +281,9 @@ def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = Non
         processes. With ``out``, the workers must see the same file system.
     progress:
         Called as ``progress(frames_finished, frames_to_compute)`` after each frame.
+    meta:
+        Axes and pixel sizes of an array ``data`` (as :func:`open_stack` returns them), for
+        axis letters and OME-Zarr output metadata; read from the file when ``data`` is a path.
     **options:
         Options of :func:`~napari_glkm.iter_deblur` (``kernel_size``, ``preset``, ``seed``,
         ``iterations``, ``device``, …); ``kernel_size`` must be an integer with ``out``.
@@ -304,7 +308,7 @@ def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = Non
     """
     plan = plan_stack(data, axis, out=out, frames=frames, shared_kernel=shared_kernel,
                       warm_start=warm_start, reference=reference, chunk_frames=chunk_frames,
-                      overwrite=overwrite, **options)
+                      overwrite=overwrite, meta=meta, **options)
     todo = plan.todo()
     skipped = [i for i in plan.indices if i not in set(todo)]
     records: dict[int, tuple] = {}

@@ -158,7 +158,8 @@ class FrameSource:
 
 
 def open_stack(path: str | Path) -> tuple[Any, StackMeta]:
-    """Open a Zarr array, an OME-Zarr image or a (OME-)TIFF without reading its pixels.
+    """Open a Zarr array, an OME-Zarr image, a (OME-)TIFF or a ``.npy`` file (memory-mapped)
+    without reading its pixels.
 
     Returns ``(array, meta)``: a lazy array (Zarr or dask) and what is known of its axes and
     physical pixel sizes. OME-Zarr: the full-resolution level; TIFF: the first series.
@@ -168,6 +169,11 @@ def open_stack(path: str | Path) -> tuple[Any, StackMeta]:
         raise ValueError(f"input not found: {path}")
     if path.suffix.lower() in (".tif", ".tiff"):
         return _open_tiff(path)
+    if path.suffix.lower() == ".npy":  # memory-mapped: frames are read from disk on demand
+        try:
+            return np.load(path, mmap_mode="r"), StackMeta()
+        except ValueError as exc:
+            raise ValueError(f"cannot read {path.name}: not a valid .npy file ({exc})") from exc
     zarr = require("zarr", "reading Zarr")
     try:
         node = zarr.open(str(path), mode="r")
