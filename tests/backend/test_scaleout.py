@@ -56,3 +56,16 @@ def test_cluster_in_memory_and_shared_kernel(client):
     np.testing.assert_allclose(res.images, serial.images, atol=1e-5)
     assert np.all(res.kernels == res.kernels[1])
     np.testing.assert_allclose(res.kernels[0], serial.kernels[0], atol=1e-6)
+
+
+def test_cluster_reads_frames_of_an_open_tiff_on_the_client(client, tmp_path):
+    """A TIFF held open by this process cannot be sent to the workers: its frames are read
+    here, a chunk at a time, and the results match the serial run."""
+    import tifffile
+
+    frames = (_stack(2) * 1000).astype(np.uint16)
+    src = tmp_path / "in.ome.tif"
+    tifffile.imwrite(src, frames, ome=True, metadata={"axes": "TYX"})
+    res = deblur_stack(src, client=client, chunk_frames=1, out=tmp_path / "t.zarr", **FAST)
+    serial = deblur_stack(frames, chunk_frames=1, **FAST)
+    np.testing.assert_allclose(np.asarray(res.images), serial.images, atol=1e-3)

@@ -18,6 +18,7 @@ Nothing here imports Qt or napari; dask, zarr and ome-zarr are imported only whe
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -355,20 +356,29 @@ def _run_on_cluster(plan: StackPlan, client: Any, chunk_frames: int | None, todo
         chunks = [plan.indices[s:s + size] for s in range(0, len(plan.indices), size)]
     todo_set = set(todo) - ({plan.reference} if kernel is not None else set())
     out_path = plan.output.path if plan.output is not None else None
-    tasks = []
+    work = []
     for chunk in chunks:
         chunk_todo = [i for i in chunk if i in todo_set]
-        if not chunk_todo:
-            continue
-        chunk = [i for i in chunk if i in todo_set or kernel is None]
-        block = plan.source.block(chunk_todo)
-        tasks.append(dask.delayed(_chunk_task, pure=False)(
+        if chunk_todo:
+            work.append(([i for i in chunk if i in todo_set or kernel is None], chunk_todo))
+
+    def submit(chunk: list[int], chunk_todo: list[int]):
+        block = plan.source.block(chunk_todo)  # read only now: at most a few blocks in memory
+        return client.compute(dask.delayed(_chunk_task, pure=False)(
             block, chunk, chunk_todo, plan.source.n, out_path, plan.warm_start, plan.options,
             kernel))
-    futures = client.compute(tasks)
-    for future in distributed.as_completed(futures):
+
+    # Keep every worker busy with one chunk and one queued, no more.
+    workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    pending = iter(work)
+    running = distributed.as_completed(
+        [submit(*w) for w in itertools.islice(pending, 2 * workers)])
+    for future in running:
         for r in future.result():
             record(r)
+        nxt = next(pending, None)
+        if nxt is not None:
+            running.add(submit(*nxt))
 
 
 def _result(plan: StackPlan, records: dict[int, tuple], skipped: list[int]) -> StackResult:

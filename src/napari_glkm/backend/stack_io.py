@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class FrameSource:
         self.data = data
         self.meta = meta or StackMeta()
         self._last: tuple[int, np.ndarray] | None = None
+        self._remote: bool | None = None
         self.shape = tuple(int(s) for s in data.shape)
         ndim = len(self.shape)
         self.axis = self._resolve_axis(axis, ndim)
@@ -147,10 +149,17 @@ class FrameSource:
         return np.array(self._last[1], copy=True)
 
     def block(self, indices: Sequence[int]):
-        """Frames ``indices`` stacked ``(n, H, W[, C])``: numpy for numpy input, else a lazy
-        dask array (so a distributed worker reads the frames itself)."""
-        if isinstance(self.data, np.ndarray):
-            return np.stack([self.data[self.index(i)] for i in indices])
+        """Frames ``indices`` stacked ``(n, H, W[, C])`` for a cluster task: a lazy dask array
+        (the worker reads the frames itself) when the input can be sent to another process,
+        else numpy read here (numpy inputs, TIFF files held open by this process)."""
+        if self._remote is None:
+            try:
+                pickle.dumps(self.data) if not isinstance(self.data, np.ndarray) else None
+                self._remote = not isinstance(self.data, np.ndarray)
+            except Exception:  # open file handles, locks: read the frames in this process
+                self._remote = False
+        if not self._remote:
+            return np.stack([self.read(i) for i in indices])
         da = require("dask.array", "scale-out")
         arr = self.data if isinstance(self.data, da.Array) else da.from_array(
             self.data, chunks=tuple(1 if a == self.axis else -1 for a in range(len(self.shape))))
