@@ -210,3 +210,19 @@ def test_missing_optional_dependency_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib, "import_module", no_zarr)
     with pytest.raises(ImportError, match=r"napari-glkm\[stacks\]"):
         deblur_stack(_stack(2), out=tmp_path / "o.zarr", **FAST)
+
+
+def test_colour_stack_and_output_over_the_input_refused(tmp_path):
+    frames = _stack(2)
+    rgb = np.stack([frames, frames * 0.8, frames * 0.6], axis=-1)
+    res = deblur_stack(da.from_array(rgb, chunks=(1, 64, 64, 3)), out=tmp_path / "rgb.zarr",
+                       **FAST)
+    assert res.images.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(np.asarray(res.images), deblur_stack(rgb, **FAST).images,
+                               atol=1e-6)
+    src = tmp_path / "in.zarr"
+    zarr.create_array(str(src), data=frames, chunks=(1, 64, 64))
+    for out in (src, src / "inside.zarr"):
+        with pytest.raises(ValueError, match="refusing to write over the input"):
+            deblur_stack(str(src), out=out, **FAST)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(src), mode="r")), frames)

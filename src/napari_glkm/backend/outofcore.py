@@ -90,7 +90,9 @@ def plan_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,
     Parameters are those of :func:`deblur_stack`. Raises ``ValueError`` for bad input or
     options, before anything is computed.
     """
+    src_path = None
     if isinstance(data, (str, Path)):
+        src_path = Path(data)
         data, meta = open_stack(data)
     source = FrameSource(data, axis, meta)
     n = source.n
@@ -115,8 +117,10 @@ def plan_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,
         kernel_size = options.get("kernel_size", 31)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)):
             raise ValueError(f"a Zarr output needs an integer kernel_size, got {kernel_size!r}")
-        _check_not_input(out, data)
+        _check_not_input(out, data, src_path)
         settings = {k: v for k, v in options.items() if k not in ("preview_every", "device")}
+        if src_path is not None:  # resuming is for the same input file only
+            settings["source"] = str(src_path.resolve())
         settings.update(shared_kernel=bool(shared_kernel), warm_start=bool(warm_start),
                         reference=int(reference) % n, chunk_frames=chunk_frames)
         output = ZarrStackOutput.create_or_resume(out, source, int(kernel_size), settings,
@@ -130,10 +134,16 @@ def plan_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,
     return plan
 
 
-def _check_not_input(out: str | Path, data: Any) -> None:
+def _check_not_input(out: str | Path, data: Any, src_path: Path | None) -> None:
+    """Refuse an output that is the input, or inside it, or contains it."""
     store = getattr(getattr(data, "store", None), "root", None)
-    if store is not None and Path(out).resolve() == Path(store).resolve():
-        raise ValueError(f"refusing to write over the input {out}; choose another output")
+    target = Path(out).resolve()
+    for src in (src_path, store):
+        if src is None:
+            continue
+        src = Path(src).resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise ValueError(f"refusing to write over the input {src}; choose another output")
 
 
 def _iter_chunk(read: Callable[[int], np.ndarray], chunk: Sequence[int], n: int,
