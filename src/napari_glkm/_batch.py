@@ -103,6 +103,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path, Path | None]
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise CLIError(f"-o {outdir} is a file; with several inputs -o must be a folder")
+    if not outdir.exists() and outdir.suffix.lower() in KNOWN_SUFFIXES:
+        raise CLIError(f"-o {outdir} looks like an image file; with several inputs (or a "
+                       f"folder or glob) -o must be a folder")
     if not outdir.parent.is_dir():
         raise CLIError(f"output folder does not exist: {outdir.parent}")
     outdir.mkdir(exist_ok=True)
