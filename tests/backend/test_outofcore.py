@@ -56,6 +56,11 @@ def test_numpy_in_memory_matches_the_stack_module():
     np.testing.assert_array_equal(res.kernels, ref.kernels)
     assert res.warm_start == [False, True, True] and res.frames == [0, 1, 2]
     assert res.output is None and res.skipped == []
+    # a given starting kernel seeds the first frame, as in the in-memory stack module
+    seeded = deblur_stack(frames[:2], init_kernel=ref.kernels[2], **FAST)
+    assert seeded.warm_start == [True, True]
+    np.testing.assert_array_equal(
+        seeded.images, in_memory_stack(frames[:2], init_kernel=ref.kernels[2], **FAST).images)
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):

@@ -149,12 +149,14 @@ def _check_not_input(out: str | Path, data: Any, src_path: Path | None) -> None:
 def _iter_chunk(read: Callable[[int], np.ndarray], chunk: Sequence[int], n: int,
                 output: ZarrStackOutput | None, warm_start: bool, options: dict,
                 kernel: np.ndarray | None = None) -> Iterator[StackStep]:
-    """Per-frame estimation over one chunk: warm start from the predecessor in the chunk;
+    """Per-frame estimation over one chunk: warm start from the predecessor in the chunk
+    (the chunk's first frame starts from ``options["init_kernel"]`` if given, else cold);
     frames already in ``output`` are skipped (their stored kernel seeds the next frame)."""
-    options = {k: v for k, v in options.items() if k != "init_kernel"}
+    options = dict(options)
+    given = options.pop("init_kernel", None)
     done = output.done(chunk) if output is not None else np.zeros(len(chunk), bool)
     prev = None
-    for i, is_done in zip(chunk, done):
+    for pos, (i, is_done) in enumerate(zip(chunk, done)):
         if is_done:
             prev = output.kernel(i)
             continue
@@ -164,8 +166,9 @@ def _iter_chunk(read: Callable[[int], np.ndarray], chunk: Sequence[int], n: int,
             yield StackStep(i, n, step, shared=True)
             warm = False
         else:
-            warm = warm_start and prev is not None
-            for step in iter_deblur(read(i), init_kernel=prev if warm else None, **options):
+            start = prev if warm_start and prev is not None else (given if pos == 0 else None)
+            warm = start is not None
+            for step in iter_deblur(read(i), init_kernel=start, **options):
                 yield StackStep(i, n, step, warm_start=warm)
         if output is not None:
             output.write(i, step.image, step.kernel, time.perf_counter() - t0, step.loss, warm)
