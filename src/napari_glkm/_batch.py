@@ -36,13 +36,25 @@ SUMMARY_NAME = "napari-glkm-summary"
 
 
 def is_batch(args: argparse.Namespace) -> bool:
-    """True unless the command is the single-file form ``deblur IN -o OUT``."""
+    """True unless the command is the single-file form ``deblur IN -o OUT``.
+
+    One input with an image file name after ``-o`` is always the single-file form (a folder
+    or a pattern there is refused with a hint to give an output folder instead).
+    """
+    from .cli import CLIError
+
     if len(args.input) != 1 or args.workers is not None or args.dask_scheduler is not None:
         return True
-    src = Path(args.input[0])
-    if src.is_dir() or (not src.exists() and _GLOB_CHARS & set(args.input[0])):
-        return True
-    return Path(args.output).is_dir() or args.output.endswith(("/", os.sep))
+    src, out = Path(args.input[0]), Path(args.output)
+    pattern = not src.exists() and bool(_GLOB_CHARS & set(args.input[0]))
+    if out.suffix.lower() in KNOWN_SUFFIXES + (".npy",) and not out.is_dir():
+        hint = "to deblur several images, give an output folder: -o FOLDER"
+        if src.is_dir():
+            raise CLIError(f"input is not a file: {src} is a folder; {hint}")
+        if pattern:
+            raise CLIError(f"input not found: {src} (a pattern); {hint}")
+        return False
+    return src.is_dir() or pattern or out.is_dir() or args.output.endswith(("/", os.sep))
 
 
 def collect_inputs(patterns: list[str]) -> list[Path]:

@@ -114,7 +114,9 @@ def test_overwrite_recomputes(folder, tmp_path, capsys, count_runs):
 @pytest.mark.parametrize("argv, match", [
     (["{folder}/img0.png", "{folder}/img1.png", "-o", "{folder}/img2.png"], "must be a folder"),
     (["{folder}/nothing*.png", "-o", "{tmp}/o"], "no image files"),
-    (["{folder}/img*.png", "-o", "{tmp}/o.png"], "must be a folder"),
+    (["{folder}/img*.png", "-o", "{tmp}/o.png"], "give an output folder"),
+    (["{folder}", "-o", "{tmp}/o.png"], "input is not a file"),
+    (["{folder}/img0.png", "{folder}/img1.png", "-o", "{tmp}/o.png"], "must be a folder"),
     (["{folder}/missing.png", "{folder}/img0.png", "-o", "{tmp}/o"], "not found"),
     (["{folder}", "-o", "{tmp}/o", "--summary", "{tmp}/s.txt"], "--summary"),
     (["{folder}", "-o", "{tmp}/o", "--workers", "0"], "--workers"),
