@@ -6,7 +6,9 @@ Public API::
     result = deblur(image, preset="fast")      # DeblurResult: image, kernel, losses, timings
 
 ``iter_deblur`` is the same computation as a generator of snapshots (for live previews);
-``load_weights`` reads a generator file (ours or an official GLKM ``.pth``).
+``load_weights`` reads a generator file (ours or an official GLKM ``.pth``);
+``deblur_stack`` deblurs stacks frame by frame, out of core (dask, Zarr, OME-Zarr, OME-TIFF)
+and optionally on a dask cluster, and ``open_stack`` opens such files lazily.
 Importing this package never imports Qt or napari.
 """
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .backend.outofcore import deblur_stack
 from .backend.solver import PRESETS, DeblurResult, DeblurStep, iter_deblur
+from .backend.stack_io import open_stack
 from .backend.weights import WeightsError, load_generator
 
 try:
@@ -25,6 +29,8 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "deblur",
     "iter_deblur",
+    "deblur_stack",
+    "open_stack",
     "DeblurResult",
     "DeblurStep",
     "load_weights",

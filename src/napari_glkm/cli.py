@@ -92,21 +92,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _cmd_deblur(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from . import iter_deblur
-
-    src = Path(args.input)
-    out = Path(args.output)
-    for target in [out] + ([Path(args.kernel_out)] if args.kernel_out else []):
-        if _same_file(src, target):
-            raise CLIError(f"refusing to write over the input file {src}; choose another output")
-        if target.exists() and not args.overwrite:
-            raise CLIError(f"{target} exists; pass --overwrite to replace it")
-        if not target.parent.is_dir():
-            raise CLIError(f"output folder does not exist: {target.parent}")
-    img = read_image(src)
+def _deblur_options(args: argparse.Namespace) -> dict:
+    """The :func:`iter_deblur` options of a ``deblur`` command line."""
     options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
@@ -118,7 +105,28 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
         options.update(nonuniform=True, **grid_opts)
     elif any(v is not None for v in grid_opts.values()):
         raise CLIError("--grid, --patch-size, --overlap and --smoothness need --nonuniform")
-    steps = iter_deblur(img.data, **options)
+    return options
+
+
+def _cmd_deblur(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import iter_deblur
+    from ._batch import is_batch, run_batch
+
+    if is_batch(args):  # several files, a folder or a glob: see _batch.py
+        return run_batch(args)
+    src = Path(args.input[0])
+    out = Path(args.output)
+    for target in [out] + ([Path(args.kernel_out)] if args.kernel_out else []):
+        if _same_file(src, target):
+            raise CLIError(f"refusing to write over the input file {src}; choose another output")
+        if target.exists() and not args.overwrite:
+            raise CLIError(f"{target} exists; pass --overwrite to replace it")
+        if not target.parent.is_dir():
+            raise CLIError(f"output folder does not exist: {target.parent}")
+    img = read_image(src)
+    steps = iter_deblur(img.data, **_deblur_options(args))
     last = next(steps)  # validates the image and the options before any progress bar shows
     with tqdm(total=last.total, desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
         for step in itertools.chain([last], steps):
@@ -233,9 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-glkm", description="Blind motion deblurring (GLKM).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("deblur", help="deblur an image file (PNG, JPEG, TIFF)")
-    d.add_argument("input", help="blurry image file")
-    d.add_argument("-o", "--output", required=True, help="restored image file")
+    d = sub.add_parser("deblur", help="deblur image files (PNG, JPEG, TIFF): one, several, a "
+                                      "folder or a glob")
+    d.add_argument("input", nargs="+",
+                   help="blurry image file; or several files, folders or glob patterns")
+    d.add_argument("-o", "--output", required=True,
+                   help="restored image file; an output folder for several inputs")
     d.add_argument("--kernel-out", help="also write the estimated kernel (PNG scaled, TIFF/NPY raw)")
     d.add_argument("--preset", default="default", choices=sorted(PRESETS))
     d.add_argument("--kernel-size", type=_auto_or(int), default="auto",
@@ -271,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")
     d.add_argument("-q", "--quiet", action="store_true")
+    b = d.add_argument_group("batches (several inputs, a folder or a glob; -o is a folder)")
+    b.add_argument("--summary", default=None,
+                   help="per-file summary .csv or .json (default: napari-glkm-summary.csv "
+                        "and .json in the output folder)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="deblur N files at a time on a local dask cluster (N processes)")
+    b.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="deblur the files on a running dask.distributed cluster "
+                        "(e.g. tcp://10.0.0.5:8786)")
     d.set_defaults(func=_cmd_deblur)
 
     s = sub.add_parser("sample", help="write a shipped blurred sample image")
@@ -317,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_convert_weights)
+
+    from ._stack_cli import add_parser as add_stack_parser
+
+    add_stack_parser(sub, PRESETS)  # deblur-stack: big stacks out of core (_stack_cli.py)
     return p
 
 

@@ -35,7 +35,9 @@ from qtpy.QtWidgets import (
 
 from ..backend.solver import PRESETS
 from ..backend.stack import StackStep, iter_deblur_stack
+from ..backend.outofcore import iter_deblur_frames
 from ._layers import check_layer, frames_of, kernel_kwargs, output_kwargs, roi_from_shapes
+from ._lazy import LazyResult, is_lazy_stack, lazy_frames_of
 from ._overlay import KernelGridOverlay
 from ._state import PluginState, state_for
 from ._worker import Update, run_stack
@@ -255,7 +257,8 @@ class DeblurWidget(QWidget):
             if layer is None:
                 layer = self._layer(self.image_combo.currentText())
             layer = check_layer(layer)
-            frames, plan = frames_of(layer)
+            lazy = is_lazy_stack(layer)  # dask/Zarr stack: read frame by frame, never copied
+            frames, plan = lazy_frames_of(layer) if lazy else frames_of(layer)
             opts = self.options()
             if opts.get("nonuniform") and plan.is_stack:
                 raise ValueError(f"'{layer.name}' is a stack; non-uniform mode deblurs single "
@@ -264,9 +267,14 @@ class DeblurWidget(QWidget):
             if roi_name and roi_name != NO_ROI:
                 opts["roi"] = roi_from_shapes(self.viewer.layers[roi_name], layer)
             shared = self.shared_kernel.isChecked() and plan.is_stack
-            run = iter_deblur_stack(frames, shared_kernel=shared,
-                                    warm_start=self.warm_start.isChecked(), **opts)
-        except ValueError as exc:  # WeightsError is a ValueError
+            if lazy:  # results go to a Zarr store, shown through lazy layers
+                result = LazyResult(self.viewer, layer, frames, plan, opts, shared,
+                                    self.warm_start.isChecked())
+                run = iter_deblur_frames(plan=result.plan)
+            else:
+                run = iter_deblur_stack(frames, shared_kernel=shared,
+                                        warm_start=self.warm_start.isChecked(), **opts)
+        except (ValueError, ImportError) as exc:  # WeightsError is a ValueError
             show_error(f"Cannot deblur: {exc}")
             return None
 
@@ -275,14 +283,18 @@ class DeblurWidget(QWidget):
                          done=[False] * plan.n_frames, seconds=[None] * plan.n_frames,
                          warm=[False] * plan.n_frames,
                          overlay=KernelGridOverlay(self.viewer, layer, plan.frame_shape[:2],
-                                                   self.show_grid.isChecked()))
+                                                   self.show_grid.isChecked()),
+                         lazy=result if lazy else None)
+        if lazy:
+            self._job["done"] = result.done()  # frames kept from an interrupted run
+            self._job["out_layer"], self._job["kern_layer"] = result.add_layers()
         self._run = run
         self._outcome = ""
         self._pbar = progress(total=_PBAR_TOTAL, desc=f"Deblurring {layer.name}")
         # Connecting `errored` here (not later) stops superqt from also re-raising the error
         # in the main thread: the user gets our notification, not a traceback.
         worker = create_worker(
-            run_stack, run, self.preview_every.value(), _start_thread=False,
+            run_stack, run, 10**9 if lazy else self.preview_every.value(), _start_thread=False,
             _connect={"yielded": self._on_yielded, "errored": self._on_errored,
                       "returned": lambda _r: self._set_outcome("done"),
                       "aborted": lambda: self._set_outcome("cancelled"),
@@ -290,7 +302,8 @@ class DeblurWidget(QWidget):
         )
         self.worker = worker
         self._set_running(RunState.RUNNING)
-        self.status.setText(f"Deblurring {layer.name}…")
+        self.status.setText(f"Deblurring {layer.name}…" +
+                            (f" (frames are written to {result.path})" if lazy else ""))
         worker.start()
         return worker
 
@@ -342,7 +355,10 @@ class DeblurWidget(QWidget):
             job["done"][u.frame] = True
             job["seconds"][u.frame] = u.frame_seconds
             job["warm"][u.frame] = u.warm_start
-        if u.image is not None:
+        if job.get("lazy") is not None:
+            if u.frame_done:
+                job["lazy"].refresh(u.kernel)
+        elif u.image is not None:
             self._show(u)
 
     def _show(self, u: Update) -> None:
@@ -403,6 +419,8 @@ class DeblurWidget(QWidget):
                     shared_kernel=job["shared"], frames_done=n_done,
                     frame_seconds=job["seconds"], warm_start=job["warm"],
                     partial=outcome != "done")
+        if job.get("lazy") is not None:
+            meta["zarr"] = job["lazy"].path
         note = ""
         if outcome == "done":
             note = f"{_photo_note(job.get('info', {}))} {self._timing_note()}".strip()
