@@ -1,0 +1,1 @@
+"""BKSE: encoded blur-kernel space (Tran et al., CVPR 2021)."""
