@@ -7,6 +7,8 @@ Public API::
 
 ``iter_deblur`` is the same computation as a generator of snapshots (for live previews);
 ``load_weights`` reads a generator file (ours or an official GLKM ``.pth``).
+BKSE (encoded blur-kernel space, Tran et al. CVPR 2021): ``transfer_blur``, ``synthesize_blur``
+and the code-space deblurring ``deblur_bkse`` / ``iter_deblur_bkse``.
 Importing this package never imports Qt or napari.
 """
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .backend.solver import PRESETS, DeblurResult, DeblurStep, iter_deblur
+from .backend.bkse.api import synthesize_blur, transfer_blur
+from .backend.bkse.deblur import BKSEResult, BKSEStep, deblur_bkse, iter_deblur_bkse
 from .backend.weights import WeightsError, load_generator
 
 try:
@@ -30,6 +34,12 @@ __all__ = [
     "load_weights",
     "WeightsError",
     "PRESETS",
+    "transfer_blur",
+    "synthesize_blur",
+    "deblur_bkse",
+    "iter_deblur_bkse",
+    "BKSEStep",
+    "BKSEResult",
     "__version__",
 ]
 

@@ -1,5 +1,5 @@
 """Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``
-and ``convert-weights``.
+and ``convert-weights``; the BKSE subcommands live in ``_cli_bkse.py``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_convert_weights)
+
+    from ._cli_bkse import add_bkse_commands
+
+    add_bkse_commands(sub)
     return p
 
 
