@@ -83,9 +83,14 @@ def bkse_train_step(net: BKSENet, opt: torch.optim.Optimizer, x: torch.Tensor,
 @torch.no_grad()
 def _validate(net: BKSENet, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     net.eval()
-    out = torch.cat([net(x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)])
+    codes = torch.cat([net.extract(x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)])
+    out = torch.cat([net.blur(x[i:i + 8], codes[i:i + 8]) for i in range(0, len(x), 8)])
+    # the codes of the other pairs: if this is as good, the operator ignores its code
+    other = codes.roll(1, dims=0)
+    swapped = torch.cat([net.blur(x[i:i + 8], other[i:i + 8]) for i in range(0, len(x), 8)])
     return {"val_psnr": float(psnr_batch(out.clamp(0, 1), y).mean()),
-            "val_identity_psnr": float(psnr_batch(x, y).mean())}
+            "val_identity_psnr": float(psnr_batch(x, y).mean()),
+            "val_swapped_code_psnr": float(psnr_batch(swapped.clamp(0, 1), y).mean())}
 
 
 def train_bkse(
