@@ -130,6 +130,9 @@ class BlurTransferWidget(_BKSEWidget):
     def prepare(self):
         src_x, src_y, tgt = (self.chosen(n) for n in self.combos)
         xs, ys, xt = _single_image(src_x), _single_image(src_y), _single_image(tgt)
+        if xs.shape[:2] != ys.shape[:2]:
+            raise ValueError(f"source sharp '{src_x.name}' {xs.shape[:2]} and source blurry "
+                             f"'{src_y.name}' {ys.shape[:2]} must have the same height and width")
         spatial = self.spatial.currentText()
         name = f"{tgt.name} blurred like {src_y.name}"
 
