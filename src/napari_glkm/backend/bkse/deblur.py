@@ -26,6 +26,7 @@ import torch
 
 from .api import SHIPPED_KERNEL_SIZE, _t, as_bkse_images, load_bkse
 from .data import synthetic_pairs
+from .networks import code_shape
 
 __all__ = ["BKSEStep", "BKSEResult", "iter_deblur_bkse", "deblur_bkse", "hyper_laplacian"]
 
@@ -78,8 +79,9 @@ def _check_positive(name: str, value, integer: bool = False) -> None:
 
 
 def iter_deblur_bkse(image, *, iterations: int = 300, lr_image: float = 5e-3,
-                     lr_code: float = 2e-2, hl_weight: float = 2e-3, code_weight: float = 1e-3,
-                     init_codes: int = 4, seed: int = 0, weights=None, device: str = "cpu",
+                     lr_code: float = 2e-2, hl_weight: float = 2e-2, code_weight: float = 1e-3,
+                     init_codes: int = 4, code=None, learn_code: bool = True, seed: int = 0,
+                     weights=None, device: str = "cpu",
                      preview_every: int = 10) -> Iterator[BKSEStep]:
     """Blind deblurring by optimising the BKSE code and the image; yields snapshots.
 
@@ -97,6 +99,10 @@ def iter_deblur_bkse(image, *, iterations: int = 300, lr_image: float = 5e-3,
         Pull of the code towards its start ``c0``.
     init_codes:
         Synthetic blurs of the input whose mean code is the start ``c0``.
+    code:
+        Start code ``(code_channels, h, w)`` instead of ``c0`` (e.g. ``G`` of a reference pair
+        with the same blur, resized with :func:`~napari_glkm.backend.bkse.api.resize_code`);
+        with ``learn_code=False`` it stays fixed (non-blind deblurring through ``F``).
     seed, weights, device:
         Randomness of the start, BKSE weights file (``None``: shipped), torch device.
     preview_every:
@@ -125,13 +131,24 @@ def iter_deblur_bkse(image, *, iterations: int = 300, lr_image: float = 5e-3,
     net = load_bkse(weights).to(device)
     y = _t(img.data, device)  # (C, 1, H, W)
     lum = _t(img.luminance, device)
-    with torch.no_grad():
-        starts = synthetic_pairs(lum.expand(init_codes, -1, -1, -1).contiguous(),
-                                 SHIPPED_KERNEL_SIZE, rng, nonuniform_fraction=0.0)[0]
-        c0 = net.extract(lum.expand(init_codes, -1, -1, -1), starts).mean(0, keepdim=True)
-    code = c0.clone().requires_grad_(True)
+    grid = (net.config.code_channels, *code_shape(img.data.shape[1:], net.config))
+    if code is not None:
+        c0 = torch.as_tensor(np.asarray(code, dtype=np.float32), device=device)
+        if tuple(c0.shape) != grid or not torch.isfinite(c0).all():
+            raise ValueError(f"code must be a finite array of shape {grid} for this image, got "
+                             f"{tuple(c0.shape)}")
+        c0 = c0[None]
+    else:
+        with torch.no_grad():
+            starts = synthetic_pairs(lum.expand(init_codes, -1, -1, -1).contiguous(),
+                                     SHIPPED_KERNEL_SIZE, rng, nonuniform_fraction=0.0)[0]
+            c0 = net.extract(lum.expand(init_codes, -1, -1, -1), starts).mean(0, keepdim=True)
+    code = c0.clone().requires_grad_(learn_code)
     x = y.clone().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [x], "lr": lr_image}, {"params": [code], "lr": lr_code}])
+    groups = [{"params": [x], "lr": lr_image}]
+    if learn_code:
+        groups.append({"params": [code], "lr": lr_code})
+    opt = torch.optim.Adam(groups)
     history: list[float] = []
 
     def snapshot(it: int, stage: str, loss: float, final: bool = False) -> BKSEStep:
