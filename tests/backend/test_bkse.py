@@ -176,6 +176,12 @@ def test_code_space_deblur_runs_and_fits_the_data():
     assert psnr(steps[-1].reblurred, y) > psnr(steps[0].reblurred, y) + 1.0
     res = deblur_bkse(np.stack([y] * 3, -1), iterations=2)
     assert res.image.shape == (64, 64, 3) and len(res.losses) == 2
+    # a given code held fixed (non-blind through F) stays exactly what was given
+    fixed = steps[-1].code * 0.5
+    res = deblur_bkse(y, iterations=3, code=fixed, learn_code=False)
+    assert np.array_equal(res.code, fixed)
+    with pytest.raises(ValueError, match="code must be"):
+        deblur_bkse(y, iterations=1, code=fixed[:, :2])
 
 
 # -- bad inputs -------------------------------------------------------------------------------
