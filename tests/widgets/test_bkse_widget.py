@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.utils.notifications import notification_manager  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from napari_glkm._widgets._bkse import (BlurSynthesisWidget, BlurTransferWidget,  # noqa: E402
@@ -19,12 +18,11 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def notifications():
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
+def _run(qtbot, widget) -> None:
+    worker = widget.start()
+    assert worker is not None, widget.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        pass
 
 
 def _images(viewer):
@@ -44,9 +42,7 @@ def test_transfer_widget_adds_result_with_target_geometry(make_napari_viewer, qt
     w.layer_combos["Source blurry"].setCurrentText("src blurry")
     w.layer_combos["Target sharp"].setCurrentText("target")
     before = viewer.layers["target"].data.copy()
-    worker = w.start()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    _run(qtbot, w)
     qtbot.waitUntil(lambda: "target blurred like src blurry" in viewer.layers, timeout=5000)
     out = viewer.layers["target blurred like src blurry"]
     assert out.data.shape == (40, 51) and tuple(out.scale) == (2.0, 2.0)
@@ -61,6 +57,7 @@ def test_transfer_widget_refuses_mismatched_sources(make_napari_viewer, notifica
     w.layer_combos["Source blurry"].setCurrentText("target")
     assert w.start() is None
     assert "same height and width" in w.status.text()
+    assert any("same height and width" in str(n.message) for n in notifications)
 
 
 def test_synthesis_and_deblur_widgets(make_napari_viewer, qtbot):
@@ -69,16 +66,12 @@ def test_synthesis_and_deblur_widgets(make_napari_viewer, qtbot):
     s = BlurSynthesisWidget(viewer)
     s.layer_combos["Sharp image"].setCurrentText("src sharp")
     s.n.setValue(2)
-    worker = s.start()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    _run(qtbot, s)
     qtbot.waitUntil(lambda: "src sharp synthetic blur" in viewer.layers, timeout=5000)
     assert viewer.layers["src sharp synthetic blur"].data.shape == (2, 64, 64)
     d = CodeSpaceDeblurWidget(viewer)
     d.layer_combos["Blurry image"].setCurrentText("target")
     d.iterations.setValue(20)
-    worker = d.start()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    _run(qtbot, d)
     qtbot.waitUntil(lambda: "finished" in d.status.text(), timeout=5000)
     assert viewer.layers["target deblurred (BKSE)"].data.shape == (40, 51)

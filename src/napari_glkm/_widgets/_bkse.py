@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QLabel, QPushButton, QSpinBo
 
 from ..backend.bkse.api import synthesize_blur, transfer_blur
 from ..backend.bkse.deblur import iter_deblur_bkse
+from ._deblur import _refill
 from ._layers import check_layer, output_kwargs
 
 __all__ = ["BlurTransferWidget", "BlurSynthesisWidget", "CodeSpaceDeblurWidget"]
@@ -62,15 +63,10 @@ class _BKSEWidget(QWidget):
     def reset_choices(self, *_args) -> None:
         names = [l.name for l in self.viewer.layers if isinstance(l, Image)]
         for i, combo in enumerate(self.layer_combos.values()):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif names:
+            kept = combo.currentText() in names
+            _refill(combo, names)
+            if not kept and names:  # a fresh combo: the i-th layer, so three differ by default
                 combo.setCurrentIndex(min(i, len(names) - 1))
-            combo.blockSignals(False)
 
     def chosen(self, name: str):
         text = self.layer_combos[name].currentText()

@@ -30,7 +30,7 @@ import torch
 from ..bkse.data import heldout_pairs, random_crops, real_pair_crops, synthetic_pairs
 from ..bkse.networks import BKSEConfig, BKSENet
 from ..weights import save_state_dict
-from .checkpoint import resume_checkpoint, save_checkpoint
+from .checkpoint import resume_checkpoint, save_checkpoint, start_run
 
 __all__ = ["BKSETrainConfig", "train_bkse", "charbonnier", "bkse_train_step", "psnr_batch"]
 
@@ -118,12 +118,7 @@ def train_bkse(
         raise ValueError(f"need training images of at least {config.crop} px")
     if real_pairs and min(min(s.shape) for s, _ in real_pairs) < config.crop:
         raise ValueError(f"every real pair must be at least {config.crop} px")
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    torch.manual_seed(config.seed)
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     net = BKSENet(config.net).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.99))
     floor = config.lr_min_fraction
