@@ -186,8 +186,9 @@ def add_bkse_commands(sub) -> None:
     r.add_argument("source_blurry")
     r.add_argument("target", help="sharp image to blur")
     r.add_argument("-o", "--output", required=True)
-    r.add_argument("--spatial", default="resize", choices=["resize", "mean"],
-                   help="stretch the source's blur layout onto the target, or use it uniformly")
+    r.add_argument("--spatial", default="mean", choices=["mean", "resize"],
+                   help="mean: the source's average blur everywhere (default); resize: stretch "
+                        "the source's blur layout onto the target (spatially varying blur)")
     r.set_defaults(func=_cmd_transfer)
 
     s = sub.add_parser("synthesize-blur", parents=[common],

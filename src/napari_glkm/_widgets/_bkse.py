@@ -118,9 +118,9 @@ class BlurTransferWidget(_BKSEWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(napari_viewer, parent)
         self.spatial = QComboBox()
-        self.spatial.addItems(["resize", "mean"])
-        self.spatial.setToolTip("resize: keep the source blur's spatial layout (non-uniform); "
-                                "mean: one uniform blur")
+        self.spatial.addItems(["mean", "resize"])
+        self.spatial.setToolTip("mean: the source's average blur everywhere; resize: keep the "
+                                "source blur's spatial layout (non-uniform blur)")
         self.form.addRow("Layout:", self.spatial)
 
     def prepare(self):
