@@ -93,8 +93,9 @@ def test_resize_code_modes():
 
 # -- shipped weights ------------------------------------------------------------------------
 
-REPRO_MIN_PSNR = 29.0    # dB, mean over 8 held-out pairs (measured: see docs/bkse.md)
-REPRO_MARGIN = 3.0       # dB above the identity baseline F(x) = x
+# Shipped bkse_19 measured 39.4 dB (uniform) / 37.6 dB (SVOLA) here, identity 27.1 / 24.1.
+REPRO_MIN_PSNR = 36.0    # dB, mean over the 8 held-out pairs
+REPRO_MARGIN = 8.0       # dB above the identity baseline F(x) = x
 
 
 @pytest.mark.parametrize("kind", ["uniform", "svola"])
@@ -115,7 +116,8 @@ def test_shipped_weights_reproduce_held_out_blur(net, kind):
     assert np.mean(rep) > np.mean(ident) + REPRO_MARGIN, (np.mean(rep), np.mean(ident))
 
 
-TRANSFER_MIN_PSNR = 28.0  # dB against the true B ⋆ k
+# Measured: 39.0 dB with the right code, 34.2 with another kernel's code, identity 28.6.
+TRANSFER_MIN_PSNR = 35.0  # dB against the true B ⋆ k
 
 
 def test_transfer_matches_the_true_kernel_and_the_code_matters():
@@ -134,9 +136,9 @@ def test_transfer_matches_the_true_kernel_and_the_code_matters():
         ident.append(psnr(b, yb1))
         assert np.array_equal(a, a_before)  # the input is never modified
     assert np.mean(right) > TRANSFER_MIN_PSNR, (right, wrong, ident)
-    assert np.mean(right) > np.mean(ident) + 2.0
+    assert np.mean(right) > np.mean(ident) + 5.0
     # the code carries the kernel: another kernel's code reproduces B ⋆ k1 clearly worse
-    assert np.mean(right) > np.mean(wrong) + 1.0, (right, wrong)
+    assert np.mean(right) > np.mean(wrong) + 2.0, (right, wrong)
 
 
 def test_transfer_to_other_size_and_colour_keeps_shape_range_dtype():
