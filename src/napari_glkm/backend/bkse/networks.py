@@ -5,7 +5,7 @@ that describes the blur; ``F(x, c)`` blurs a sharp image with code ``c``. Traine
 (``F(x, G(x, y)) ≈ y``) they define an encoded blur-kernel space: codes can be moved to other
 images (blur transfer), drawn at random (blur synthesis), or optimised (code-space deblurring).
 
-Our configuration is small enough to train on a 2-core CPU (see :data:`SMALL`, ≈ 0.8 M
+Our configuration is small enough to train on a 2-core CPU (see :data:`SMALL`, 0.91 M
 parameters, gray 1-channel images, code ``32 × H/16 × W/16``); the paper's is ≈ 49 M
 parameters on RGB with a ``512 × H/128 × W/128`` code (10 + 4 residual blocks in the
 extractor, a 5-level U-Net with 20 residual blocks in the operator). What the smaller size

@@ -12,7 +12,7 @@ measured; the best networks so far are written to ``best.safetensors``. Checkpoi
 ``bkse.safetensors``.
 
 The paper trains ≈ 49 M parameters for 600k iterations (batch 16, 256² RGB crops, Adam 1e-4,
-GoPro/REDS); the CPU recipe here (defaults) trains ≈ 0.8 M parameters on 64² gray crops.
+GoPro/REDS); the CPU recipe here (defaults) trains 0.91 M parameters on 64² gray crops.
 """
 
 from __future__ import annotations
