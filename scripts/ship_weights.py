@@ -24,7 +24,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_glkm" / "weights
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
-    ap.add_argument("--role", required=True, choices=["generator", "initializer"])
+    ap.add_argument("--role", required=True, choices=["generator", "initializer", "bkse"])
     ap.add_argument("--kernel-size", type=int, required=True)
     ap.add_argument("--training", default="{}", help="JSON object: how it was trained")
     ap.add_argument("--scores", default=None, help="JSON file or object: what it scores")

@@ -9,6 +9,8 @@ Public API::
 ``load_weights`` reads a generator file (ours or an official GLKM ``.pth``);
 ``deblur_stack`` deblurs stacks frame by frame, out of core (dask, Zarr, OME-Zarr, OME-TIFF)
 and optionally on a dask cluster, and ``open_stack`` opens such files lazily.
+BKSE (encoded blur-kernel space, Tran et al. CVPR 2021): ``transfer_blur``, ``synthesize_blur``
+and the code-space deblurring ``deblur_bkse`` / ``iter_deblur_bkse``.
 Importing this package never imports Qt or napari.
 """
 
@@ -19,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 from .backend.outofcore import deblur_stack
 from .backend.solver import PRESETS, DeblurResult, DeblurStep, iter_deblur
 from .backend.stack_io import open_stack
+from .backend.bkse.api import synthesize_blur, transfer_blur
+from .backend.bkse.deblur import BKSEResult, BKSEStep, deblur_bkse, iter_deblur_bkse
 from .backend.weights import WeightsError, load_generator
 
 try:
@@ -36,6 +40,12 @@ __all__ = [
     "load_weights",
     "WeightsError",
     "PRESETS",
+    "transfer_blur",
+    "synthesize_blur",
+    "deblur_bkse",
+    "iter_deblur_bkse",
+    "BKSEStep",
+    "BKSEResult",
     "__version__",
 ]
 

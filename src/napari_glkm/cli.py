@@ -1,5 +1,5 @@
 """Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``
-and ``convert-weights``.
+and ``convert-weights``; the BKSE subcommands live in ``_cli_bkse.py``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -341,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ._stack_cli import add_parser as add_stack_parser
 
     add_stack_parser(sub, PRESETS)  # deblur-stack: big stacks out of core (_stack_cli.py)
+
+    from ._cli_bkse import add_bkse_commands
+
+    add_bkse_commands(sub)
     return p
 
 
