@@ -1,5 +1,5 @@
-"""Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``
-and ``convert-weights``.
+"""Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``,
+``train-diffusion`` and ``convert-weights``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -179,6 +179,28 @@ def _cmd_train_initializer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_diffusion(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backend.train.diffusion import DiffusionConfig, train_diffusion
+    from .backend.train.initializer import load_image_folder
+
+    folders = args.images or [_default_training_folder()]
+    cfg = DiffusionConfig(size=args.crop, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, checkpoint_every=args.checkpoint_every,
+                          threads=args.threads)
+    images = load_image_folder(folders, cfg.size)
+    with tqdm(total=cfg.steps, desc="diffusion prior", unit="step") as bar:
+        def progress(step: int, total: int, m: dict) -> None:
+            bar.n = step
+            bar.set_postfix(loss=f"{m['loss_avg']:.4f}", refresh=False)
+            bar.refresh()
+        path = train_diffusion(cfg, images, args.out, resume=not args.no_resume,
+                               on_progress=progress)
+    print(f"wrote {path} (trained on {len(images)} images from {', '.join(map(str, folders))})")
+    return 0
+
+
 def _default_training_folder() -> Path:
     here = Path.cwd() / ".." / "shared" / "datasets" / "bsds500" / "train"
     if here.is_dir():
@@ -280,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
     i.add_argument("--no-resume", action="store_true")
     i.set_defaults(func=_cmd_train_initializer)
+
+    f = sub.add_parser("train-diffusion",
+                       help="train the diffusion image prior (DDPM) on grayscale image crops")
+    f.add_argument("--images", nargs="+", default=None,
+                   help="folders of sharp training images (default: ../shared/datasets/bsds500/train)")
+    f.add_argument("--steps", type=int, default=20000)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--crop", type=int, default=64, help="training crop side in pixels")
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    f.add_argument("--checkpoint-every", type=int, default=100)
+    f.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
+    f.add_argument("--no-resume", action="store_true")
+    f.set_defaults(func=_cmd_train_diffusion)
 
     c = sub.add_parser("convert-weights",
                        help="convert an official GLKM/GKPILE .pth (netG/netE) to safetensors")
