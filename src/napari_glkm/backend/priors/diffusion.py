@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DiffusionUNet", "DiffusersDenoiser", "NoiseSchedule", "ddim_sample",
-           "ddim_timesteps", "predict_x0", "load_diffusion_model", "load_diffusers_unet"]
+__all__ = ["DiffusionImagePrior", "DiffusionUNet", "DiffusersDenoiser", "NoiseSchedule", "ddim_sample",
+           "ddim_timesteps", "predict_x0", "diffusion_loss", "load_diffusion_model", "load_diffusers_unet"]
 
 T_STEPS = 1000
 
@@ -206,6 +206,44 @@ def ddim_sample(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor,
         ab_next = schedule.alpha_bar[timesteps[i + 1]]
         x = ab_next.sqrt() * x0 + (1.0 - ab_next).sqrt() * eps
     return x
+
+
+class DiffusionImagePrior(nn.Module):
+    """Fast diffusion inversion as an image prior: ``forward()`` = DDIM(latent) in [0, 1].
+
+    The trainable parameter is the latent ``x_t`` at ``timesteps[0]`` (BIRD optimises the
+    initial noise of a few deterministic DDIM steps). It starts from ``x_init`` (the current
+    deconvolved estimate, (1, 1, H, W) in [0, 1]) noised to that step, so the chain starts near
+    the solution (as in SDEdit) instead of from pure noise — a small model and a few CPU minutes
+    cannot afford the search from ``t = T``. The denoiser is frozen.
+    """
+
+    def __init__(self, denoiser: nn.Module, x_init: torch.Tensor, *, t_start: int = 100,
+                 ddim_steps: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        if x_init.ndim != 4 or x_init.shape[:2] != (1, 1):
+            raise ValueError(f"the diffusion prior works on one gray image (1, 1, H, W), got "
+                             f"{tuple(x_init.shape)}")
+        self.schedule = NoiseSchedule()
+        self.timesteps = ddim_timesteps(t_start, ddim_steps)
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(x_init.shape, generator=g).to(x_init)
+        ab = self.schedule.alpha_bar[self.timesteps[0]]
+        self.latent = nn.Parameter(ab.sqrt() * (2.0 * x_init.detach() - 1.0)
+                                   + (1.0 - ab).sqrt() * noise)
+
+    def forward(self) -> torch.Tensor:
+        x0 = ddim_sample(self.denoiser, self.schedule, self.latent, self.timesteps)
+        return (x0 + 1.0) * 0.5
+
+
+def diffusion_loss(prior: DiffusionImagePrior, k: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """BIRD's data term ``mean ||x ⋆ k − y||²`` for ``x = prior()`` (valid correlation, so
+    ``x`` is ``(H + k − 1, W + k − 1)`` for ``y`` ``(H, W)``)."""
+    from ..blur import conv_valid
+
+    return torch.mean((conv_valid(prior(), k) - y) ** 2)
 
 
 def load_diffusers_unet(folder: str | os.PathLike) -> DiffusersDenoiser:

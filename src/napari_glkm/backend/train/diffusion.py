@@ -17,7 +17,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ from ..priors.diffusion import DiffusionUNet, NoiseSchedule
 from ..weights import save_state_dict
 from .checkpoint import resume_checkpoint, save_checkpoint
 
-__all__ = ["DiffusionConfig", "train_diffusion", "random_crops", "ddpm_loss"]
+__all__ = ["DiffusionConfig", "train_diffusion", "random_crops", "ddpm_loss",
+           "export_diffusion", "export_checkpoint"]
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -141,3 +142,14 @@ def export_diffusion(model: DiffusionUNet, config: DiffusionConfig, path: Path,
         meta["train_seconds"] = f"{train_seconds:.0f}"
     save_state_dict(model.state_dict(), path, meta, half=True)
     return path
+
+
+def export_checkpoint(ckpt_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Export the EMA weights of a (possibly unfinished) run's ``checkpoint.pt``."""
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in ck["config"].items()}
+    config = DiffusionConfig(**fields)
+    model = DiffusionUNet(config.channels)
+    model.load_state_dict(ck["ema"])
+    return export_diffusion(model, replace(config, steps=int(ck["step"])), Path(path),
+                            train_seconds=float(ck["elapsed"]))
