@@ -95,7 +95,8 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
-                   initializer=args.initializer, prior=args.prior)
+                   initializer=args.initializer, prior=args.prior,
+                   diffusion_model=args.diffusion_model)
     grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
                      overlap=args.overlap, smoothness=args.smoothness)
     if args.nonuniform:
@@ -245,9 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     d.add_argument("--weights", default=None, help="generator weights file (safetensors or .pth)")
     d.add_argument("--kernel-prior", default="glkm", choices=["glkm", "free"])
-    d.add_argument("--prior", default=None, choices=["none", "dip", "vdip"],
+    d.add_argument("--prior", default=None, choices=["none", "dip", "vdip", "diffusion"],
                    help="image prior of the joint refinement stage (default: the preset's: none "
-                        "for fast/default, dip for quality); dip/vdip take minutes on a CPU")
+                        "for fast/default, dip for quality); dip/vdip/diffusion take minutes on "
+                        "a CPU; diffusion works on the luminance")
+    d.add_argument("--diffusion-model", default=None,
+                   help="with --prior diffusion: a .safetensors file from train-diffusion or a "
+                        "diffusers UNet2DModel folder (default: the shipped model)")
     d.add_argument("--init", default="network", choices=["network", "random"],
                    help="starting kernel: predicted by the initializer network (default) or random")
     d.add_argument("--initializer", default=None,

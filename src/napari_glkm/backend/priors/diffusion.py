@@ -186,8 +186,8 @@ def ddim_timesteps(t_start: int, n_steps: int) -> list[int]:
     """``n_steps`` decreasing timesteps from ``t_start`` (evenly spaced, ending above 0)."""
     if not 0 <= t_start < T_STEPS or n_steps < 1:
         raise ValueError(f"need 0 <= t_start < {T_STEPS} and n_steps >= 1, got {t_start}, {n_steps}")
-    n = min(n_steps, t_start + 1)
-    return [round(t_start * (n - i) / n) for i in range(n)]
+    n = max(1, min(n_steps, t_start))
+    return [t_start * (n - i) // n for i in range(n)]
 
 
 def ddim_sample(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor,

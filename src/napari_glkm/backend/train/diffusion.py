@@ -121,10 +121,10 @@ def train_diffusion(
             decay = min(config.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - decay)
-        recent = (recent + [float(loss)])[-100:]
+        recent = (recent + [float(loss.detach())])[-100:]
         done = step + 1
         if on_progress is not None:
-            on_progress(done, config.steps, {"loss": float(loss),
+            on_progress(done, config.steps, {"loss": recent[-1],
                                              "loss_avg": sum(recent) / len(recent)})
         if done % config.checkpoint_every == 0 or done == config.steps:
             save_checkpoint(ckpt_path, config, done, time.perf_counter() - t0, rng, state)
