@@ -86,7 +86,7 @@ class DIPConfig:
     # kind="diffusion" (:mod:`~napari_glkm.backend.priors.diffusion`): MSE throughout, Adam on
     # the DDIM latent (``image_lr``); the model is a loaded module, a path or None (shipped).
     diffusion_model: object = None
-    diffusion_t: int = 100
+    diffusion_t: int = 50
     ddim_steps: int = 2
 
 
