@@ -17,7 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "resume_checkpoint"]
+__all__ = ["save_checkpoint", "resume_checkpoint", "start_run"]
+
+
+def start_run(config: Any, out_dir: str | os.PathLike) -> Path:
+    """Common start of a trainer: torch threads (``config.threads`` > 0), the output folder,
+    the torch seed; returns the path of the run's ``checkpoint.pt``."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    return out / "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, config: Any, step: int, elapsed: float,

@@ -25,7 +25,7 @@ import torch
 
 from ..priors.diffusion import DiffusionUNet, NoiseSchedule
 from ..weights import save_state_dict
-from .checkpoint import resume_checkpoint, save_checkpoint
+from .checkpoint import resume_checkpoint, save_checkpoint, start_run
 
 __all__ = ["DiffusionConfig", "train_diffusion", "random_crops", "ddpm_loss",
            "export_diffusion", "export_checkpoint"]
@@ -90,12 +90,8 @@ def train_diffusion(
     images = [im for im in images if min(im.shape) >= config.size]
     if not images:
         raise ValueError(f"no training image is at least {config.size} px on each side")
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    torch.manual_seed(config.seed)
+    ckpt_path = start_run(config, out_dir)
+    out = ckpt_path.parent
     model = DiffusionUNet(config.channels)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
