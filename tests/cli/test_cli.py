@@ -158,10 +158,13 @@ def test_grid_options_need_nonuniform(tmp_path, capsys):
     assert code == 2 and "--grid" in err
 
 
-def test_train_diffusion_and_deblur_with_it(tmp_path, capsys):
+def test_train_diffusion_and_deblur_with_it(tmp_path, capsys, monkeypatch):
     import imageio.v3 as iio
 
     from napari_glkm._sample_data import blurred_sample
+    from napari_glkm.backend import solver
+
+    monkeypatch.setitem(solver.DIFFUSION_ITERS, "fast", 3)  # the command, not the quality
 
     sharp = blurred_sample("camera").sharp
     folder = tmp_path / "imgs"

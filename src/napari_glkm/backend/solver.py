@@ -344,7 +344,7 @@ def iter_deblur(
         ``quality``. With ``fast``/``default`` an explicit prior runs
         ``PRIOR_ITERS[preset]`` iterations (150 / 400) of a 64-channel network.
         ``"diffusion"`` uses a denoising diffusion model (fast DDIM inversion, BIRD style) on
-        the luminance crop for ``DIFFUSION_ITERS[preset]`` iterations (30 / 80 / 200).
+        the luminance crop for ``DIFFUSION_ITERS[preset]`` iterations (60 / 120 / 300).
     diffusion_model:
         With ``prior="diffusion"``: ``None`` (the shipped model), a ``.safetensors`` file from
         ``napari-glkm train-diffusion``, or a folder with a ``diffusers`` ``UNet2DModel``
@@ -399,7 +399,7 @@ PRIOR_ITERS = {"fast": 150, "default": 400}
 IMAGE_PRIORS = ("none", "dip", "vdip", "diffusion")
 #: Iterations and DDIM steps of the diffusion-prior stage per preset (an iteration costs
 #: ``ddim_steps`` UNet passes forward and back, ~1.2 s each at 285² on one idle CPU thread).
-DIFFUSION_ITERS = {"fast": 30, "default": 80, "quality": 200}
+DIFFUSION_ITERS = {"fast": 60, "default": 120, "quality": 300}
 DIFFUSION_DDIM_STEPS = {"fast": 1, "default": 2, "quality": 2}
 
 
