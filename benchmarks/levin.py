@@ -35,11 +35,11 @@ SUBSET8 = [(1, 2), (2, 4), (3, 6), (4, 8), (1, 5), (2, 7), (3, 1), (4, 3)]
 
 
 def kernel_error(est: np.ndarray, truth: np.ndarray) -> float:
-    """L1 between the kernels (truth zero-padded to the estimate's size), best over shifts of
-    the estimate by up to 8 px and over the 180° rotation of the truth."""
-    size = est.shape[0]
-    pad = (size - truth.shape[0]) // 2
-    t = np.pad(truth, pad) if pad > 0 else truth
+    """L1 between the kernels (the smaller zero-padded to the larger's size, centred), best
+    over shifts of the estimate by up to 8 px and over the 180° rotation of the truth."""
+    size = max(est.shape[0], truth.shape[0])
+    est = np.pad(est, (size - est.shape[0]) // 2)
+    t = np.pad(truth, (size - truth.shape[0]) // 2)
     best = np.inf
     for cand in (t, t[::-1, ::-1]):
         for dy in range(-8, 9):
@@ -62,7 +62,8 @@ def _override(opts, item: str):
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--kernel-size", type=int, default=31)
+    ap.add_argument("--kernel-size", type=lambda v: v if v == "auto" else int(v), default=31,
+                    help="odd size in pixels, or auto (the API default since issue 11)")
     ap.add_argument("--kernel-prior", default="glkm")
     ap.add_argument("--subset", type=int, default=32, choices=[4, 8, 32],
                     help="4: one blur per image (the first half of the 8-image subset)")
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         score = aligned_psnr_ssim(np.clip(res.image / 255.0, 0, 1), gt)
         row = {"image": f"im{i}_kernel{j}", "psnr": score["psnr"], "ssim": score["ssim"],
                "kernel_l1": kernel_error(res.kernel, k_true), "seconds": sec,
+               "kernel_size": res.kernel_size,
                "timings": res.timings}
         rows.append(row)
         print(f"{row['image']:<16}{row['psnr']:>8.2f}{row['ssim']:>8.4f}"
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     mode = f"_nonuniform{args.grid}" if args.nonuniform else ""
     mode += f"_{args.prior}" if args.prior else ""
     mode += f"_subset{args.subset}" if args.subset != 32 else ""
+    mode += "_autosize" if args.kernel_size == "auto" else ""
     out = Path(args.json or f"benchmarks/results/levin_{args.preset}_{args.kernel_prior}{mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1))

@@ -24,7 +24,8 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_glkm" / "weights
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
-    ap.add_argument("--role", required=True, choices=["generator", "initializer", "diffusion"])
+    ap.add_argument("--role", required=True,
+                    choices=["generator", "initializer", "bkse", "diffusion"])
     ap.add_argument("--kernel-size", type=int, default=0, help="0 for the diffusion prior")
     ap.add_argument("--training", default="{}", help="JSON object: how it was trained")
     ap.add_argument("--scores", default=None, help="JSON file or object: what it scores")

@@ -23,7 +23,8 @@ def test_manifest_validates():
     manifest.validate_imports()  # every python_name resolves
     ids = {c.id for c in manifest.contributions.commands}
     assert {w.command for w in manifest.contributions.widgets} <= ids
-    assert {s.key for s in manifest.contributions.sample_data} == {"camera", "astronaut", "cell"}
+    assert {s.key for s in manifest.contributions.sample_data} == {
+        "camera", "astronaut", "cell", "lights", "lowlight", "coffee"}
     assert [m.command for m in manifest.contributions.menus["napari/layers/filter"]] == [
         "napari-glkm.deblur_widget"]
 
@@ -39,7 +40,10 @@ def test_import_loads_no_qt():
 
 @pytest.mark.parametrize("fn, rgb", [(_sample_data.camera_sample, False),
                                      (_sample_data.astronaut_sample, True),
-                                     (_sample_data.cell_sample, False)])
+                                     (_sample_data.cell_sample, False),
+                                     (_sample_data.lights_sample, True),
+                                     (_sample_data.lowlight_sample, False),
+                                     (_sample_data.coffee_sample, True)])
 def test_samples_are_blurred_image_plus_true_kernel(fn, rgb):
     (img, img_kw, img_type), (k, k_kw, k_type) = fn()
     assert img_type == k_type == "image"

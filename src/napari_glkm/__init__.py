@@ -6,7 +6,11 @@ Public API::
     result = deblur(image, preset="fast")      # DeblurResult: image, kernel, losses, timings
 
 ``iter_deblur`` is the same computation as a generator of snapshots (for live previews);
-``load_weights`` reads a generator file (ours or an official GLKM ``.pth``).
+``load_weights`` reads a generator file (ours or an official GLKM ``.pth``);
+``deblur_stack`` deblurs stacks frame by frame, out of core (dask, Zarr, OME-Zarr, OME-TIFF)
+and optionally on a dask cluster, and ``open_stack`` opens such files lazily.
+BKSE (encoded blur-kernel space, Tran et al. CVPR 2021): ``transfer_blur``, ``synthesize_blur``
+and the code-space deblurring ``deblur_bkse`` / ``iter_deblur_bkse``.
 Importing this package never imports Qt or napari.
 """
 
@@ -14,7 +18,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .backend.outofcore import deblur_stack
 from .backend.solver import PRESETS, DeblurResult, DeblurStep, iter_deblur
+from .backend.stack_io import open_stack
+from .backend.bkse.api import synthesize_blur, transfer_blur
+from .backend.bkse.deblur import BKSEResult, BKSEStep, deblur_bkse, iter_deblur_bkse
 from .backend.weights import WeightsError, load_generator
 
 try:
@@ -25,11 +33,19 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "deblur",
     "iter_deblur",
+    "deblur_stack",
+    "open_stack",
     "DeblurResult",
     "DeblurStep",
     "load_weights",
     "WeightsError",
     "PRESETS",
+    "transfer_blur",
+    "synthesize_blur",
+    "deblur_bkse",
+    "iter_deblur_bkse",
+    "BKSEStep",
+    "BKSEResult",
     "__version__",
 ]
 
@@ -43,16 +59,19 @@ def deblur(image, **options) -> DeblurResult:
         ``(H, W)`` gray or ``(H, W, 3)`` / ``(H, W, 4)`` colour array (uint8, uint16, other
         integers or float). Never modified.
     **options:
-        Keyword options of :func:`iter_deblur`: ``kernel_size=31``, ``preset="default"``
-        (``"fast"``, ``"default"``, ``"quality"``), ``device="auto"``, ``seed=0``,
-        ``iterations``, ``kernel_prior="glkm"``, ``weights``, ``roi``, ``init_kernel``,
-        ``nonuniform=False`` with ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
+        Keyword options of :func:`iter_deblur`: ``kernel_size="auto"`` (or an odd size in
+        pixels), ``preset="default"`` (``"fast"``, ``"default"``, ``"quality"``),
+        ``device="auto"``, ``seed=0``, ``iterations``, ``kernel_prior="glkm"``, ``weights``,
+        ``roi``, ``init_kernel``, ``noise="auto"`` (or ``"off"`` or a standard deviation),
+        ``saturation="auto"`` (or ``"off"`` or a threshold), ``nonuniform=False`` with
+        ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
 
     Returns
     -------
     DeblurResult
         ``image`` (input's shape and value range, float32), ``kernel`` ``(k, k)``,
-        ``kernel_size``, ``losses``, ``timings``; with ``nonuniform=True`` also
+        ``kernel_size`` (the chosen one with ``"auto"``), ``losses``, ``timings``, ``info``
+        (``noise_sigma``, ``saturated_fraction``, ``auto_size``, ...); with ``nonuniform=True`` also
         ``kernel_grid`` ``(gy, gx, k, k)`` and ``centres`` ``(gy, gx, 2)``.
 
     Example
@@ -60,7 +79,7 @@ def deblur(image, **options) -> DeblurResult:
     >>> import numpy as np
     >>> from napari_glkm import deblur
     >>> img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
-    >>> res = deblur(img, preset="fast", iterations=1)
+    >>> res = deblur(img, preset="fast", iterations=1, kernel_size=31)
     >>> res.image.shape, res.kernel.shape
     ((96, 96), (31, 31))
     """

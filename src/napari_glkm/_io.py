@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-__all__ = ["ImageFileError", "ImageFile", "read_image", "write_image", "to_dtype"]
+__all__ = ["ImageFileError", "ImageFile", "read_image", "write_image", "to_dtype", "atomic_path"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -99,13 +101,7 @@ def write_image(
         raise ImageFileError(
             f"unsupported output type {suffix or '(none)'!r}; use .png, .jpg, .tif or .npy"
         )
-    if path.exists() and not overwrite:
-        raise ImageFileError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise ImageFileError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         if suffix in TIFF_SUFFIXES:
             kwargs: dict[str, Any] = {}
             meta = tiff or {}
@@ -120,10 +116,30 @@ def write_image(
             np.save(tmp, data)
         else:
             iio.imwrite(tmp, data, extension=suffix)
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary file name next to ``path``; on success it is renamed to ``path``.
+
+    Refuses (``ImageFileError``) when ``path`` exists and ``overwrite`` is false or when its
+    folder is missing. If the body raises, the temporary file is removed and ``path`` is left
+    as it was; write errors (``OSError``, ``ValueError``, ``TypeError``) become
+    ``ImageFileError``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ImageFileError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise ImageFileError(f"output folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=_suffix(path))
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except (OSError, ValueError, TypeError) as exc:
         raise ImageFileError(f"cannot write {path.name}: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path

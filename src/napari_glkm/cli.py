@@ -1,5 +1,5 @@
 """Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``,
-``train-diffusion`` and ``convert-weights``.
+``train-diffusion`` and ``convert-weights``; the BKSE subcommands live in ``_cli_bkse.py``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -70,6 +70,21 @@ def _output_pixels(result: np.ndarray, source: np.ndarray, out: Path, dtype: str
     return to_dtype((result - lo) / max(hi - lo, 1e-12) * 255.0, np.uint8)
 
 
+def _auto_or(cast, *words: str):
+    """argparse type: ``"auto"`` (and the other ``words``) or a value of type ``cast``."""
+    def parse(text: str):
+        if text in ("auto", *words):
+            return text
+        try:
+            return cast(text)
+        except ValueError:
+            choices = " or ".join(("auto",) + words)
+            raise argparse.ArgumentTypeError(f"expected {choices} or a number, got {text!r}") \
+                from None
+    parse.__name__ = cast.__name__
+    return parse
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
@@ -77,12 +92,31 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _deblur_options(args: argparse.Namespace) -> dict:
+    """The :func:`iter_deblur` options of a ``deblur`` command line."""
+    options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
+                   seed=args.seed, iterations=args.iterations, weights=args.weights,
+                   kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
+                   initializer=args.initializer, noise=args.noise, saturation=args.saturation,
+                   prior=args.prior, diffusion_model=args.diffusion_model)
+    grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
+                     overlap=args.overlap, smoothness=args.smoothness)
+    if args.nonuniform:
+        options.update(nonuniform=True, **grid_opts)
+    elif any(v is not None for v in grid_opts.values()):
+        raise CLIError("--grid, --patch-size, --overlap and --smoothness need --nonuniform")
+    return options
+
+
 def _cmd_deblur(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import iter_deblur
+    from ._batch import is_batch, run_batch
 
-    src = Path(args.input)
+    if is_batch(args):  # several files, a folder or a glob: see _batch.py
+        return run_batch(args)
+    src = Path(args.input[0])
     out = Path(args.output)
     for target in [out] + ([Path(args.kernel_out)] if args.kernel_out else []):
         if _same_file(src, target):
@@ -92,18 +126,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
         if not target.parent.is_dir():
             raise CLIError(f"output folder does not exist: {target.parent}")
     img = read_image(src)
-    options = dict(kernel_size=args.kernel_size, preset=args.preset, device=args.device,
-                   seed=args.seed, iterations=args.iterations, weights=args.weights,
-                   kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
-                   initializer=args.initializer, prior=args.prior,
-                   diffusion_model=args.diffusion_model)
-    grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
-                     overlap=args.overlap, smoothness=args.smoothness)
-    if args.nonuniform:
-        options.update(nonuniform=True, **grid_opts)
-    elif any(v is not None for v in grid_opts.values()):
-        raise CLIError("--grid, --patch-size, --overlap and --smoothness need --nonuniform")
-    steps = iter_deblur(img.data, **options)
+    steps = iter_deblur(img.data, **_deblur_options(args))
     last = next(steps)  # validates the image and the options before any progress bar shows
     with tqdm(total=last.total, desc=f"deblur {src.name}", unit="it", disable=args.quiet) as bar:
         for step in itertools.chain([last], steps):
@@ -120,12 +143,17 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
         t = last.timings.get("total", float("nan"))
         grid = "" if last.kernel_grid is None else " x {}x{} patches".format(
             *last.kernel_grid.shape[:2])
-        print(f"wrote {out} (kernel {last.kernel.shape[0]} px{grid}, {t:.1f} s)")
+        size_mode = " auto" if last.info.get("kernel_size_mode") == "auto" else ""
+        sigma = last.info.get("noise_sigma", float("nan"))
+        sat = last.info.get("saturated_fraction", 0.0)
+        sat_txt = f", {sat:.2%} clipped pixels" if sat > 0 else ""
+        print(f"wrote {out} (kernel {last.kernel.shape[0]} px{size_mode}{grid}, noise sigma "
+              f"{sigma:.2%} of range{sat_txt}, {t:.1f} s)")
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from ._sample_data import blurred_sample
+    from ._sample_data import NOISE_SIGMA, PHOTO_SAMPLES, blurred_sample
 
     s = blurred_sample(args.name)
     out = Path(args.output)
@@ -134,7 +162,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.kernel_out:
         kpath = Path(args.kernel_out)
         write_image(kpath, _kernel_image(s.kernel, kpath), overwrite=args.overwrite)
-    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + 1% noise)")
+    sigma = PHOTO_SAMPLES[args.name][3] if args.name in PHOTO_SAMPLES else NOISE_SIGMA
+    print(f"wrote {out} (sample {args.name!r}, 31 px motion blur + {sigma:.0%} noise)")
     return 0
 
 
@@ -234,12 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-glkm", description="Blind motion deblurring (GLKM).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("deblur", help="deblur an image file (PNG, JPEG, TIFF)")
-    d.add_argument("input", help="blurry image file")
-    d.add_argument("-o", "--output", required=True, help="restored image file")
+    d = sub.add_parser("deblur", help="deblur image files (PNG, JPEG, TIFF): one, several, a "
+                                      "folder or a glob")
+    d.add_argument("input", nargs="+",
+                   help="blurry image file; or several files, folders or glob patterns")
+    d.add_argument("-o", "--output", required=True,
+                   help="restored image file; an output folder for several inputs")
     d.add_argument("--kernel-out", help="also write the estimated kernel (PNG scaled, TIFF/NPY raw)")
     d.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    d.add_argument("--kernel-size", type=int, default=31, help="kernel side in pixels (odd)")
+    d.add_argument("--kernel-size", type=_auto_or(int), default="auto",
+                   help="kernel side in pixels (odd), or auto (default: chosen from the image)")
+    d.add_argument("--noise", type=_auto_or(float, "off"), default="auto",
+                   help="auto (estimate and adapt, default), off, or the noise standard "
+                        "deviation as a fraction of the value range (e.g. 0.02)")
+    d.add_argument("--saturation", type=_auto_or(float, "off"), default="auto",
+                   help="auto (pixels >= 98%% of the range are clipped highlights: left out "
+                        "of the data terms, default), off, or the threshold in (0, 1]")
     d.add_argument("--iterations", type=int, default=None,
                    help="alternations per pyramid scale (overrides the preset)")
     d.add_argument("--seed", type=int, default=0)
@@ -269,10 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")
     d.add_argument("-q", "--quiet", action="store_true")
+    b = d.add_argument_group("batches (several inputs, a folder or a glob; -o is a folder)")
+    b.add_argument("--summary", default=None,
+                   help="per-file summary .csv or .json (default: napari-glkm-summary.csv "
+                        "and .json in the output folder)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="deblur N files at a time on a local dask cluster (N processes)")
+    b.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="deblur the files on a running dask.distributed cluster "
+                        "(e.g. tcp://10.0.0.5:8786)")
     d.set_defaults(func=_cmd_deblur)
 
     s = sub.add_parser("sample", help="write a shipped blurred sample image")
-    s.add_argument("name", nargs="?", default="camera", choices=["camera", "astronaut", "cell"])
+    s.add_argument("name", nargs="?", default="camera",
+                   choices=["camera", "astronaut", "cell", "lights", "lowlight", "coffee"])
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--kernel-out", help="also write the true kernel")
     s.add_argument("--overwrite", action="store_true")
@@ -329,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output .safetensors file")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_convert_weights)
+
+    from ._stack_cli import add_parser as add_stack_parser
+
+    add_stack_parser(sub, PRESETS)  # deblur-stack: big stacks out of core (_stack_cli.py)
+
+    from ._cli_bkse import add_bkse_commands
+
+    add_bkse_commands(sub)
     return p
 
 

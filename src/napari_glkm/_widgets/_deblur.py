@@ -35,7 +35,9 @@ from qtpy.QtWidgets import (
 
 from ..backend.solver import PRESETS
 from ..backend.stack import StackStep, iter_deblur_stack
+from ..backend.outofcore import iter_deblur_frames
 from ._layers import check_layer, frames_of, kernel_kwargs, output_kwargs, roi_from_shapes
+from ._lazy import LazyResult, is_lazy_stack, lazy_frames_of
 from ._overlay import KernelGridOverlay
 from ._state import PluginState, state_for
 from ._worker import Update, run_stack
@@ -49,6 +51,7 @@ _NONUNIFORM_TIP = ("estimate a spatially varying blur: one kernel per patch of a
 _NONUNIFORM_STACK_TIP = ("non-uniform mode deblurs single images (gray or RGB) only, not "
                          "stacks: deblur one frame of the stack instead")
 _PBAR_TOTAL = 1000
+AUTO_SIZE = 1  # the kernel-size spin box's special value, shown as "auto"
 
 
 class RunState(enum.Enum):
@@ -83,11 +86,14 @@ class DeblurWidget(QWidget):
         self.preset.addItems(list(PRESETS))
         self.preset.setCurrentText("default")
         self.kernel_size = QSpinBox()
-        self.kernel_size.setRange(3, 75)
+        self.kernel_size.setRange(AUTO_SIZE, 75)
         self.kernel_size.setSingleStep(2)
-        self.kernel_size.setValue(self.state.weights_kernel_size)
+        self.kernel_size.setSpecialValueText("auto")
+        self.kernel_size.setValue(AUTO_SIZE)
         self.kernel_size.setSuffix(" px")
-        self.kernel_size.setToolTip("side of the blur kernel (odd); at most the generator's size")
+        self.kernel_size.setToolTip("side of the blur kernel (odd), at most the generator's "
+                                    "size; auto: chosen from the image (the choice is shown "
+                                    "when the run ends)")
         self.kernel_size.valueChanged.connect(self._keep_odd)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
@@ -113,6 +119,14 @@ class DeblurWidget(QWidget):
         self.preview_every.setValue(5)
         self.preview_every.setSuffix(" iterations")
         self.shared_kernel = QCheckBox("one kernel for the whole stack")
+        self.noise = QComboBox()
+        self.noise.addItems(["auto", "off"])
+        self.noise.setToolTip("auto: estimate the noise level and adapt the denoising and the "
+                              "regularisation to it; off: fixed settings (clean images)")
+        self.saturation = QCheckBox("exclude clipped highlights")
+        self.saturation.setChecked(True)
+        self.saturation.setToolTip("pixels at >= 98 % of the value range (lamps, reflections) "
+                                   "and their blur footprint are left out of the estimation")
         self.warm_start = QCheckBox("warm-start each frame from the previous kernel")
         self.warm_start.setChecked(True)
         self.nonuniform = QCheckBox("Non-uniform (SVOLA)")
@@ -148,6 +162,8 @@ class DeblurWidget(QWidget):
         form.addRow("Iterations:", self.iterations)
         form.addRow("Kernel prior:", self.kernel_prior)
         form.addRow("Image prior:", self.image_prior)
+        form.addRow("Noise:", self.noise)
+        form.addRow("Saturation:", self.saturation)
         form.addRow("ROI (Shapes):", self.roi_combo)
         form.addRow("Preview every:", self.preview_every)
         form.addRow("Stack:", self.shared_kernel)
@@ -195,10 +211,11 @@ class DeblurWidget(QWidget):
         self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
                                    f"{self.state.device}")
         size = self.state.weights_kernel_size
-        if size != self._weights_size:  # new weights: offer their size (keep it otherwise)
+        if size != self._weights_size:  # new weights: offer their size unless auto is chosen
             self._weights_size = size
             self.kernel_size.setMaximum(max(size, 3))
-            self.kernel_size.setValue(size)
+            if self.kernel_size.value() != AUTO_SIZE:
+                self.kernel_size.setValue(size)
 
     def _keep_odd(self, value: int) -> None:
         if value % 2 == 0:
@@ -210,9 +227,13 @@ class DeblurWidget(QWidget):
 
     def options(self) -> dict:
         """The :func:`iter_deblur` keyword options currently set in the widget."""
-        opts = dict(kernel_size=self.kernel_size.value(), preset=self.preset.currentText(),
+        size = self.kernel_size.value()
+        opts = dict(kernel_size="auto" if size == AUTO_SIZE else size,
+                    preset=self.preset.currentText(),
                     seed=self.seed.value(), device=self.state.device,
-                    kernel_prior=self.kernel_prior.currentText(), preview_every=1)
+                    kernel_prior=self.kernel_prior.currentText(), preview_every=1,
+                    noise=self.noise.currentText(),
+                    saturation="auto" if self.saturation.isChecked() else "off")
         if self.iterations.value() > 0:
             opts["iterations"] = self.iterations.value()
         if self.image_prior.currentText() != "preset":
@@ -237,7 +258,8 @@ class DeblurWidget(QWidget):
             if layer is None:
                 layer = self._layer(self.image_combo.currentText())
             layer = check_layer(layer)
-            frames, plan = frames_of(layer)
+            lazy = is_lazy_stack(layer)  # dask/Zarr stack: read frame by frame, never copied
+            frames, plan = lazy_frames_of(layer) if lazy else frames_of(layer)
             opts = self.options()
             if opts.get("nonuniform") and plan.is_stack:
                 raise ValueError(f"'{layer.name}' is a stack; non-uniform mode deblurs single "
@@ -246,9 +268,14 @@ class DeblurWidget(QWidget):
             if roi_name and roi_name != NO_ROI:
                 opts["roi"] = roi_from_shapes(self.viewer.layers[roi_name], layer)
             shared = self.shared_kernel.isChecked() and plan.is_stack
-            run = iter_deblur_stack(frames, shared_kernel=shared,
-                                    warm_start=self.warm_start.isChecked(), **opts)
-        except ValueError as exc:  # WeightsError is a ValueError
+            if lazy:  # results go to a Zarr store, shown through lazy layers
+                result = LazyResult(self.viewer, layer, frames, plan, opts, shared,
+                                    self.warm_start.isChecked())
+                run = iter_deblur_frames(plan=result.plan)
+            else:
+                run = iter_deblur_stack(frames, shared_kernel=shared,
+                                        warm_start=self.warm_start.isChecked(), **opts)
+        except (ValueError, ImportError) as exc:  # WeightsError is a ValueError
             show_error(f"Cannot deblur: {exc}")
             return None
 
@@ -257,14 +284,18 @@ class DeblurWidget(QWidget):
                          done=[False] * plan.n_frames, seconds=[None] * plan.n_frames,
                          warm=[False] * plan.n_frames,
                          overlay=KernelGridOverlay(self.viewer, layer, plan.frame_shape[:2],
-                                                   self.show_grid.isChecked()))
+                                                   self.show_grid.isChecked()),
+                         lazy=result if lazy else None)
+        if lazy:
+            self._job["done"] = result.done()  # frames kept from an interrupted run
+            self._job["out_layer"], self._job["kern_layer"] = result.add_layers()
         self._run = run
         self._outcome = ""
         self._pbar = progress(total=_PBAR_TOTAL, desc=f"Deblurring {layer.name}")
         # Connecting `errored` here (not later) stops superqt from also re-raising the error
         # in the main thread: the user gets our notification, not a traceback.
         worker = create_worker(
-            run_stack, run, self.preview_every.value(), _start_thread=False,
+            run_stack, run, 10**9 if lazy else self.preview_every.value(), _start_thread=False,
             _connect={"yielded": self._on_yielded, "errored": self._on_errored,
                       "returned": lambda _r: self._set_outcome("done"),
                       "aborted": lambda: self._set_outcome("cancelled"),
@@ -272,7 +303,8 @@ class DeblurWidget(QWidget):
         )
         self.worker = worker
         self._set_running(RunState.RUNNING)
-        self.status.setText(f"Deblurring {layer.name}…")
+        self.status.setText(f"Deblurring {layer.name}…" +
+                            (f" (frames are written to {result.path})" if lazy else ""))
         worker.start()
         return worker
 
@@ -320,10 +352,14 @@ class DeblurWidget(QWidget):
         if self._pbar is not None:
             self._pbar.set_description(f"Deblurring {job['layer'].name}: {frame_txt}{u.stage}")
         if u.frame_done:
+            job["info"] = u.info
             job["done"][u.frame] = True
             job["seconds"][u.frame] = u.frame_seconds
             job["warm"][u.frame] = u.warm_start
-        if u.image is not None:
+        if job.get("lazy") is not None:
+            if u.frame_done:
+                job["lazy"].refresh(u.kernel)
+        elif u.image is not None:
             self._show(u)
 
     def _show(self, u: Update) -> None:
@@ -384,9 +420,11 @@ class DeblurWidget(QWidget):
                     shared_kernel=job["shared"], frames_done=n_done,
                     frame_seconds=job["seconds"], warm_start=job["warm"],
                     partial=outcome != "done")
+        if job.get("lazy") is not None:
+            meta["zarr"] = job["lazy"].path
         note = ""
         if outcome == "done":
-            note = self._timing_note()
+            note = f"{_photo_note(job.get('info', {}))} {self._timing_note()}".strip()
             if out_layer is not None:
                 out_layer.name = f"{name} deblurred"
         elif out_layer is not None:
@@ -431,6 +469,20 @@ class DeblurWidget(QWidget):
             note += (f" Warm start: frame 1 (cold) {secs[0]:.1f} s, later frames "
                      f"{np.mean(warm):.1f} s each ({speedup:.1f}× faster).")
         return note
+
+
+def _photo_note(info: dict) -> str:
+    """'Kernel 23 px (auto), noise 1.2 %, 0.4 % clipped.' from a run's ``info``."""
+    if "kernel_size" not in info:
+        return ""
+    auto = " (auto)" if info.get("kernel_size_mode") == "auto" else ""
+    text = f"Kernel {info['kernel_size']} px{auto}"
+    if "noise_sigma" in info:
+        text += f", noise {info['noise_sigma']:.1%}"
+    if info.get("saturated_fraction", 0) > 0:
+        text += f", {info['saturated_fraction']:.1%} clipped"
+    note = info.get("kernel_size_note")
+    return text + "." + (f" Warning: {note}." if note else "")
 
 
 def _refill(combo: QComboBox, names: list[str]) -> None:

@@ -12,7 +12,11 @@ from __future__ import annotations
 import numpy as np
 from skimage.restoration import denoise_tv_chambolle
 
-__all__ = ["estimate_noise", "denoise_for_kernel_estimation"]
+__all__ = ["estimate_noise", "denoise_for_kernel_estimation", "check_noise", "noise_lambda",
+           "NOISE_REFERENCE"]
+
+# Noise level (in [0, 1] units) at which the presets' final regularisation weight was tuned.
+NOISE_REFERENCE = 0.01
 
 
 def estimate_noise(y: np.ndarray) -> float:
@@ -34,3 +38,27 @@ def denoise_for_kernel_estimation(
     if sigma <= threshold:
         return y
     return denoise_tv_chambolle(y.astype(np.float64), weight=strength * sigma).astype(y.dtype)
+
+
+def check_noise(noise: object) -> float | str:
+    """Validate the ``noise`` option: ``"auto"`` (estimate it), ``"off"`` (no adaptation), or
+    the noise standard deviation in [0, 1] units of the image's value range (e.g. 0.02)."""
+    if isinstance(noise, str) and noise in ("auto", "off"):
+        return noise
+    if not isinstance(noise, (bool, str)) and isinstance(noise, (int, float, np.floating)):
+        if np.isfinite(noise) and 0 <= noise < 0.5:
+            return float(noise)
+    raise ValueError(f"noise must be 'auto', 'off' or a standard deviation in [0, 0.5) "
+                     f"(image range = 1), got {noise!r}")
+
+
+def noise_lambda(base: float, sigma: float, *, reference: float = NOISE_REFERENCE,
+                 power: float = 1.5) -> float:
+    """Regularisation weight of the final deconvolution for noise level ``sigma``.
+
+    ``base`` is the preset's weight, tuned at ``reference`` noise (and kept below it, so clean
+    images are restored exactly as before); above, it grows as ``(sigma / reference) ** power``.
+    The exponent was fitted to the PSNR-optimal weight of the hyper-Laplacian step with the
+    true kernel on BSDS500 val crops: 2e-3 at 1 %, 1e-2 at 3 %, 2e-2 at 5 % noise.
+    """
+    return float(base * max(1.0, sigma / reference) ** power)

@@ -158,11 +158,17 @@ def sparse_deconv(
     eps: float = 1e-3,
     x0: torch.Tensor | None = None,
     return_valid_domain: bool = False,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hyper-Laplacian (``|∇x|^alpha``) deconvolution on the exact valid model.
 
     Minimises ``||x ⋆ k - y||² + lam Σ |∇x|^alpha`` over ``x`` of size ``(H+k-1, W+k-1)`` by
     IRLS (``outer`` re-weightings) with conjugate gradients (``cg_iters`` per re-weighting).
+
+    ``weight`` (broadcastable to ``y``, values in [0, 1]) weighs the data term per pixel,
+    ``||w^½ (x ⋆ k - y)||²``: 0 drops a pixel that does not follow the blur model (a saturated
+    highlight), and the prior fills it in from its neighbours (Whyte et al., IJCV 2014, treat
+    saturation the same way).
 
     Returns
     -------
@@ -174,7 +180,7 @@ def sparse_deconv(
     c = kk // 2
     x = sparse_deconv_op(
         y, lambda v: conv_valid(v, k, method="fft"), lambda r: conv_valid_adjoint(r, k), c,
-        lam=lam, alpha=alpha, outer=outer, cg_iters=cg_iters, eps=eps, x0=x0,
+        lam=lam, alpha=alpha, outer=outer, cg_iters=cg_iters, eps=eps, x0=x0, weight=weight,
     )
     if return_valid_domain:
         return x
@@ -223,6 +229,9 @@ def iter_sparse_deconv_tiled(
     h, w = y.shape[-2:]
     m = 3 * k.shape[-1] if margin is None else int(margin)
     rows, cols = _tile_spans(h, tile, blend), _tile_spans(w, tile, blend)
+    weight = kwargs.pop("weight", None)  # per-pixel data weight: cut with its tile
+    if weight is not None:
+        weight = weight.expand(-1, -1, h, w) if weight.shape[-2:] != (h, w) else weight
     out = torch.zeros_like(y)
     done = 0
     for r0, r1, ri, ro in rows:
@@ -231,7 +240,8 @@ def iter_sparse_deconv_tiled(
             wc = _ramp(c1 - c0, ci, co).to(y.dtype)
             a0, a1 = max(r0 - m, 0), min(r1 + m, h)
             b0, b1 = max(c0 - m, 0), min(c1 + m, w)
-            x = sparse_deconv(y[..., a0:a1, b0:b1], k, **kwargs)
+            wt = None if weight is None else weight[..., a0:a1, b0:b1]
+            x = sparse_deconv(y[..., a0:a1, b0:b1], k, weight=wt, **kwargs)
             core = x[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
             out[..., r0:r1, c0:c1] += core * (wr[:, None] * wc[None, :]).to(y.device)
             done += 1
@@ -259,25 +269,27 @@ def sparse_deconv_op(
     cg_iters: int = 30,
     eps: float = 1e-3,
     x0: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`sparse_deconv` for any valid blur operator ``A`` (uniform or SVOLA).
 
     ``A`` maps ``(B, C, H + 2 margin, W + 2 margin)`` to ``y``'s ``(B, C, H, W)`` and
     ``A_adjoint`` back. Returns the whole estimate on the sharp domain (crop ``margin`` pixels
-    per side to align it with ``y``).
+    per side to align it with ``y``). ``weight`` weighs the data term per pixel of ``y``.
     """
     c = margin
     if x0 is None:
         x = F.pad(y, (c, c, c, c), mode="replicate")
     else:
         x = x0.clone()
-    rhs = A_adjoint(y)
+    rhs = A_adjoint(y if weight is None else weight * y)
     wx = torch.ones_like(x[..., :, 1:])
     wy = torch.ones_like(x[..., 1:, :])
 
     def normal_op(v: torch.Tensor) -> torch.Tensor:
         gx, gy = _grad(v)
-        return A_adjoint(A(v)) + lam * _grad_adjoint(wx * gx, wy * gy)
+        r = A(v)
+        return A_adjoint(r if weight is None else weight * r) + lam * _grad_adjoint(wx * gx, wy * gy)
 
     for it in range(outer):
         if it > 0:  # the first solve is quadratic (weights 1), then IRLS re-weighting

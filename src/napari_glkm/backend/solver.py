@@ -26,6 +26,7 @@ last one has ``final=True``. Previews are computed lazily (a Wiener deconvolutio
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -34,8 +35,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .noise import denoise_for_kernel_estimation, estimate_noise
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
+from .kernel_size import AutoSizeConfig, candidate_sizes, choose_kernel_size
+from .noise import check_noise, denoise_for_kernel_estimation, estimate_noise, noise_lambda
+from .saturation import check_saturation, estimation_weight, restoration_weight, saturated_mask
 from .nonblind import iter_sparse_deconv_tiled, sparse_deconv, wiener_deconv
 from .resources import TILE_PIXELS, TILE_SIDE, with_oom_fallback
 from .safety import DivergenceError, DivergenceGuard, all_finite
@@ -62,9 +65,10 @@ from .svola import (
     svola_restore,
 )
 from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
-from .weights import has_shipped, load_generator, load_initializer
+from .weights import has_shipped, load_generator, load_initializer, shipped_weights
 
-__all__ = ["PRESETS", "DeblurOptions", "DeblurStep", "DeblurResult", "iter_deblur", "resolve_device"]
+__all__ = ["PRESETS", "DeblurOptions", "DeblurStep", "DeblurResult", "iter_deblur", "resolve_device",
+           "restore_with_kernel"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class DeblurOptions:
     preview_every: int = 10
     init_levels: int | None = None  # pyramid levels run after a network start (None: all)
     svola: SVOLAConfig = SVOLAConfig()
+    auto_size: AutoSizeConfig = AutoSizeConfig()
 
 
 PRESETS: dict[str, DeblurOptions] = {
@@ -235,27 +240,62 @@ def _options(preset: str, iterations: int | None, preview_every: int | None) -> 
     return opts
 
 
-def _restore_steps(prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions
-                   ) -> Iterator[tuple[int, int, np.ndarray | None]]:
-    """The final non-blind deconvolution: yields ``(tiles_done, n_tiles, None)`` between tiles
-    of a large image (above ``TILE_PIXELS``), then ``(n, n, restored)``."""
+def restore_steps(
+    prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions, *,
+    noise: float | str = "auto", saturation: float | str = "auto",
+) -> Iterator[tuple[int, int, tuple[np.ndarray, dict] | None]]:
+    """The final step as a generator: every channel of ``prepared`` restored with ``kernel``
+    ``(1, 1, k, k)`` by hyper-Laplacian deconvolution, the weight adapted to the noise level and
+    saturated pixels left out of the data term (options as in :func:`iter_deblur`).
+
+    Images above ``TILE_PIXELS`` are restored in overlapping tiles (bounded memory); between
+    tiles it yields ``(tiles_done, n_tiles, None)``. The last item is ``(n, n, (image, facts))``
+    with the image in the input's layout and range and ``facts = {"noise_sigma": ...,
+    "final_lambda": ..., "saturated_fraction": ...}``.
+    """
+    noise = check_noise(noise)
+    threshold = check_saturation(saturation)
+    sigma = estimate_noise(prepared.luminance()) if not isinstance(noise, float) else noise
+    lam = opts.final_lambda if noise == "off" else noise_lambda(opts.final_lambda, sigma)
     y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(kernel.device)
-    kw = dict(lam=opts.final_lambda, alpha=opts.final_alpha, outer=opts.final_iters)
+    weight, frac = None, 0.0
+    if threshold is not None:
+        mask = saturated_mask(prepared.data, threshold)
+        frac = float(mask.any(axis=-1).mean())
+        w_np = restoration_weight(mask, kernel.shape[-1])
+        if w_np is not None:
+            weight = torch.from_numpy(w_np)[None, None].to(kernel.device, y.dtype)
+    kw = dict(lam=lam, alpha=opts.final_alpha, outer=opts.final_iters, weight=weight)
+    k = kernel.to(y.dtype)
     if y.shape[-2] * y.shape[-1] <= TILE_PIXELS:
-        x, n = sparse_deconv(y, kernel, **kw), 1
+        x, n = sparse_deconv(y, k, **kw), 1
     else:
-        for done, n, x in iter_sparse_deconv_tiled(y, kernel, tile=TILE_SIDE, **kw):
+        for done, n, x in iter_sparse_deconv_tiled(y, k, tile=TILE_SIDE, **kw):
             if done < n:
                 yield done, n, None
     x = x.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-    yield n, n, prepared.to_user_range(x)
+    facts = {"noise_sigma": sigma, "final_lambda": lam, "saturated_fraction": frac}
+    yield n, n, (prepared.to_user_range(x), facts)
 
 
-def _preview(prepared: PreparedImage, kernel: torch.Tensor) -> Callable[[], np.ndarray]:
+def restore_with_kernel(
+    prepared: PreparedImage, kernel: torch.Tensor, opts: DeblurOptions, *,
+    noise: float | str = "auto", saturation: float | str = "auto",
+) -> tuple[np.ndarray, dict]:
+    """:func:`restore_steps` run to the end: returns ``(image, facts)``."""
+    result = None
+    for _done, _n, result in restore_steps(prepared, kernel, opts, noise=noise,
+                                           saturation=saturation):
+        pass
+    return result
+
+
+def _preview(prepared: PreparedImage, kernel: torch.Tensor,
+             nsr: float = 3e-3) -> Callable[[], np.ndarray]:
     def render() -> np.ndarray:
         with torch.no_grad():
             y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(kernel.device)
-            x = wiener_deconv(y, kernel, nsr=3e-3).clamp(0, 1)
+            x = wiener_deconv(y, kernel, nsr=nsr).clamp(0, 1)
         return prepared.to_user_range(x[0].permute(1, 2, 0).cpu().numpy())
     return render
 
@@ -263,7 +303,7 @@ def _preview(prepared: PreparedImage, kernel: torch.Tensor) -> Callable[[], np.n
 def iter_deblur(
     image: np.ndarray,
     *,
-    kernel_size: int = 31,
+    kernel_size: int | str = "auto",
     preset: str = "default",
     device: str = "auto",
     seed: int = 0,
@@ -280,6 +320,8 @@ def iter_deblur(
     patch_size: int | None = None,
     overlap: float | None = None,
     smoothness: float | None = None,
+    noise: float | str = "auto",
+    saturation: float | str = "auto",
     prior: str | None = None,
     diffusion_model: str | None = None,
 ) -> Iterator[DeblurStep]:
@@ -291,8 +333,14 @@ def iter_deblur(
         ``(H, W)`` gray or ``(H, W, 3)`` / ``(H, W, 4)`` colour; uint8, uint16, other integers or
         float. Never modified.
     kernel_size:
-        Side of the estimated kernel in pixels (odd); must have a trained generator (31 is
-        shipped) unless ``kernel_prior="free"``.
+        ``"auto"`` (default): chosen from the image among the sizes the kernel prior serves
+        (23 and 31 with the shipped generator, 15 for images too small for those; larger
+        ones when their generators ship), by a
+        quick half-resolution estimate with the largest size (see
+        :mod:`napari_glkm.backend.kernel_size`; about a second). If that estimate fills the
+        largest size, the blur may be larger: a ``UserWarning`` says so. The choice is in
+        ``info["kernel_size"]`` and ``info["auto_size"]``. Or an odd integer: side of the
+        kernel in pixels, at most the generator's size unless ``kernel_prior="free"``.
     preset:
         ``"fast"``, ``"default"`` or ``"quality"``.
     device:
@@ -335,6 +383,20 @@ def iter_deblur(
     smoothness:
         Non-uniform mode: weight of the penalty between neighbouring patches' feature maps
         (default 1.0; 0 disables it).
+    noise:
+        ``"auto"`` (default): estimate the noise level (robust median of the finest wavelet
+        band, :func:`~napari_glkm.backend.noise.estimate_noise`) and adapt to it — the image
+        is TV-denoised before kernel estimation and the final deconvolution's regularisation
+        grows with the noise above 1 %; a number: the noise standard deviation in units of
+        the image's value range (0.02 = 2 %), adapted to the same way; ``"off"``: no
+        adaptation (no denoising, the preset's fixed weight). The level used is reported in
+        ``info["noise_sigma"]``.
+    saturation:
+        ``"auto"`` (default): pixels at or above 98 % of the value range (any channel) are
+        treated as clipped — excluded, with their blur footprint, from kernel estimation and
+        left out of the final deconvolution's data term; a number in (0, 1]: that threshold;
+        ``"off"``: every pixel is trusted. ``info["saturated_fraction"]`` reports the share
+        of clipped pixels.
     prior:
         Image prior of the joint image + kernel stage that refines the GLKM kernel:
         ``"dip"`` (Deep Image Prior, the paper's DIP-GLKM), ``"vdip"`` (variational DIP,
@@ -365,10 +427,35 @@ def iter_deblur(
     >>> step.final, step.image.shape
     (True, (96, 96))
     """
-    kernel_size = check_kernel_size(kernel_size)
     opts = _options(preset, iterations, preview_every)
     opts = _with_image_prior(opts, preset, prior, diffusion_model)
-    prepared = prepare_image(image, kernel_size)
+    noise = check_noise(noise)
+    sat_threshold = check_saturation(saturation)
+    if kernel_prior not in ("glkm", "free"):
+        raise ValueError(f"unknown kernel_prior {kernel_prior!r}; expected 'glkm' or 'free'")
+    candidates = None
+    if isinstance(kernel_size, str) and kernel_size == "auto":
+        offered = candidate_sizes(_largest_size(kernel_prior, weights))
+        floor = min(offered + (AUTO_FALLBACK_SIZE,))  # for images too small for the others
+        prepared = prepare_image(image, floor)
+        side = min(prepared.data.shape[:2])
+        if roi is not None:
+            r0, c0, r1, c1 = _check_roi(roi, prepared.data.shape[:2], floor)
+            side = min(side, r1 - r0, c1 - c0)
+        candidates = tuple(c for c in offered if min_image_side(c) <= side) or (floor,)
+        if init_kernel is not None:  # a warm start fixes the size: the kernel's own, if served
+            n = np.shape(init_kernel)[0] if np.ndim(init_kernel) == 2 else 0
+            fits = [c for c in candidates if c >= n]
+            kernel_size, candidates = (fits[0] if fits else candidates[-1]), None
+        elif len(candidates) == 1:
+            kernel_size, candidates = candidates[0], None
+        else:
+            kernel_size = candidates[-1]
+    else:
+        if isinstance(kernel_size, str):
+            raise ValueError(f"kernel_size must be 'auto' or an odd integer, got {kernel_size!r}")
+        kernel_size = check_kernel_size(kernel_size)
+        prepared = prepare_image(image, kernel_size)
     dev = resolve_device(device)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
@@ -377,6 +464,11 @@ def iter_deblur(
     patch_grid = None
     if not isinstance(nonuniform, (bool, np.bool_)):
         raise ValueError(f"nonuniform must be True or False, got {nonuniform!r}")
+    settings = _RunSettings(noise=noise, saturation=sat_threshold, candidates=candidates)
+    if nonuniform and candidates is not None:  # the patch grid depends on the size: choose now
+        lum, weight, _ = _estimation_input(prepared, settings, candidates[-1])
+        kernel_size = _auto_size(lum, weight, candidates, opts, box)[0].size
+        settings = replace(settings, candidates=None, chosen_eagerly=True)
     if nonuniform:
         opts, patch_grid = _svola_options(opts, prepared.data.shape[:2], kernel_size, grid,
                                           patch_size, overlap, smoothness)
@@ -389,7 +481,7 @@ def iter_deblur(
 
     def run_on(d: torch.device) -> Iterator[DeblurStep]:
         return _run(prepared, prior.to(d), kernel_size, opts, d, int(seed), box, start_kernel,
-                    None if encoder is None else encoder.to(d), init_info, patch_grid)
+                    None if encoder is None else encoder.to(d), init_info, patch_grid, settings)
 
     return with_oom_fallback(run_on, dev)
 
@@ -426,6 +518,76 @@ def _with_image_prior(opts: DeblurOptions, preset: str, prior: str | None,
         n = PRIOR_ITERS[preset]
         dip = replace(dip, iters=n, channels=64, mse_iters=n // 10, kernel_warmup=n // 10)
     return replace(opts, dip=replace(dip, kind=prior))
+
+
+AUTO_FALLBACK_SIZE = 15
+
+
+@dataclass(frozen=True)
+class _RunSettings:
+    """Photo options of one run: noise (``"auto"``, ``"off"`` or sigma), saturation threshold
+    (``None``: off) and the kernel sizes left to choose from (``None``: size fixed)."""
+
+    noise: float | str = "auto"
+    saturation: float | None = None
+    candidates: tuple[int, ...] | None = None
+    chosen_eagerly: bool = False
+
+
+def _largest_size(kernel_prior: str, weights) -> int:
+    """Largest kernel size the prior can serve: the user generator's size, else the largest
+    shipped generator's (31 today)."""
+    if kernel_prior == "glkm" and weights is not None:
+        return load_generator(3, weights, at_least=True).size
+    sizes = [e.kernel_size for e in shipped_weights() if e.role == "generator"]
+    return max(sizes) if sizes else 31
+
+
+def _estimation_input(prepared: PreparedImage, settings: _RunSettings, kernel_size: int):
+    """Luminance for kernel estimation (denoised unless noise is off), its saturation weight
+    ``(H, W)`` (or ``None``) and facts for ``info``."""
+    lum_np = prepared.luminance()
+    est = estimate_noise(lum_np)
+    sigma = settings.noise if isinstance(settings.noise, float) else est
+    facts = {"noise_sigma": sigma, "noise_estimate": est, "noise_mode": (
+        "given" if isinstance(settings.noise, float) else settings.noise)}
+    lum_d = lum_np if settings.noise == "off" else denoise_for_kernel_estimation(lum_np, sigma)
+    weight = None
+    facts["saturated_fraction"] = 0.0
+    if settings.saturation is not None:
+        mask = saturated_mask(prepared.data, settings.saturation)
+        facts["saturated_fraction"] = float(mask.any(axis=-1).mean())
+        weight = estimation_weight(mask, kernel_size)
+        if weight is not None and weight.mean() < 0.2:
+            facts["saturation_note"] = ("more than 80 % of the image is within a kernel of a "
+                                        "clipped pixel: saturated pixels were not excluded")
+            weight = None
+    lum = torch.from_numpy(np.ascontiguousarray(lum_d))[None, None]
+    w = None if weight is None else torch.from_numpy(weight)[None, None]
+    return lum, w, facts
+
+
+def _auto_size(lum: torch.Tensor, weight, candidates, opts: DeblurOptions, roi):
+    """Run the automatic size choice (on the ROI if one is given)."""
+    if roi is not None:
+        lum = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
+        weight = None if weight is None else weight[..., roi[0] : roi[2], roi[1] : roi[3]]
+    choice = choose_kernel_size(lum, candidates, opts.auto_size, opts.pyramid, weight=weight)
+    note = None
+    if choice.exceeds:
+        note = (f"the blur may be larger than {candidates[-1]} px, the largest kernel size "
+                f"available (the quick estimate's tails span {choice.tail_support:.0f} px); "
+                f"results may be poor. "
+                f"Larger kernels need a generator trained for them (napari-glkm "
+                f"train-generator --size 55|75, then weights=...)")
+    return choice, note
+
+
+def _resized_prior(prior, size: int, seed: int):
+    """``prior`` re-made for kernel ``size`` (GLKM: the same generator, centre-cropped)."""
+    if isinstance(prior, GeneratorKernelPrior):
+        return GeneratorKernelPrior(prior.generator, seed=seed, crop=size).to(prior.fmap.device)
+    return FreeKernelPrior(size).to(next(prior.parameters()).device)
 
 
 def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
@@ -512,22 +674,44 @@ def _run(
     seed: int, roi: tuple[int, int, int, int] | None, init: torch.Tensor | None,
     encoder=None, init_info: str = "random",
     patch_grid: PatchGrid | None = None,
+    settings: _RunSettings = _RunSettings(),
 ) -> Iterator[DeblurStep]:
     t_start = time.perf_counter()
     lum_np = prepared.luminance()
-    sigma = estimate_noise(lum_np)
-    lum = torch.from_numpy(denoise_for_kernel_estimation(lum_np, sigma))[None, None].to(dev)
+    lum, weight, facts = _estimation_input(prepared, settings, kernel_size)
+    info = dict(facts)
+    if settings.candidates is not None:
+        choice, note = _auto_size(lum, weight, settings.candidates, opts, roi)
+        info["auto_size"] = choice.as_info()
+        timings_size = choice.seconds
+        if note is not None:
+            info["kernel_size_note"] = note
+            warnings.warn(note, UserWarning, stacklevel=2)
+        if choice.size != kernel_size:
+            kernel_size = choice.size
+            prior = _resized_prior(prior, kernel_size, seed)
+            if weight is not None:  # footprint of the saturated pixels for the chosen size
+                _, weight, _ = _estimation_input(prepared, settings, kernel_size)
+    info["kernel_size"] = kernel_size
+    info["kernel_size_mode"] = "auto" if settings.candidates is not None or \
+        settings.chosen_eagerly else "fixed"
+    lum = lum.to(dev)
+    weight = None if weight is None else weight.to(dev)
     if roi is None:
         side = opts.pyramid.max_side
-        r, c = informative_crop(lum, side)
+        r, c = informative_crop(lum if weight is None else lum * weight, side)
         y = lum[..., r : r + side, c : c + side]
+        wy = None if weight is None else weight[..., r : r + side, c : c + side]
     else:
         r, c = roi[0], roi[1]
         y = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
+        wy = None if weight is None else weight[..., roi[0] : roi[2], roi[1] : roi[3]]
     h, w = y.shape[-2:]
     guard = DivergenceGuard()
-    info = {"noise_sigma": sigma, "crop": (r, c, int(h), int(w)),
-            "warm_start": init is not None, "init": init_info, "recovered": guard.events}
+    info.update({"crop": (r, c, int(h), int(w)), "warm_start": init is not None,
+                 "init": init_info, "recovered": guard.events})
+    sigma = info["noise_sigma"]
+    nsr = 3e-3 if settings.noise == "off" else noise_lambda(3e-3, sigma)
     levels = 2 if init is not None else None
     if encoder is not None:
         t0 = time.perf_counter()
@@ -546,6 +730,8 @@ def _run(
         info.update(grid=patch_grid.grid, overlap=patch_grid.overlap,
                     patch_shape=patch_grid.patch_shape)
     timings: dict[str, float] = {}
+    if settings.candidates is not None:
+        timings["size"] = timings_size
     history: list[float] = []
     it = 0
     grid_now: list[np.ndarray | None] = [None]  # latest (gy, gx, k, k) kernel grid
@@ -556,7 +742,7 @@ def _run(
         return DeblurStep(it, total, stage, k[0, 0].cpu().numpy().copy(), loss,
                           time.perf_counter() - t_start, history=history, timings=dict(timings),
                           info=info, kernel_grid=grid_now[0], centres=centres,
-                          _render=_preview(prepared, k))
+                          _render=_preview(prepared, k, nsr))
 
     def record(stage: str, loss: float, k_fn) -> Iterator[DeblurStep]:
         nonlocal it
@@ -569,7 +755,7 @@ def _run(
     k_est = torch.empty(0)
     init_dev = None if init is None else init.to(dev)
     for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid, init=init_dev,
-                                            levels=levels, guard=guard):
+                                            levels=levels, weight=wy, guard=guard):
         yield from record("kernel", loss, lambda: k_est)
     timings["kernel"] = time.perf_counter() - t0
     k_est = k_est.detach()
@@ -640,17 +826,25 @@ def _run(
     k = k.detach()
     if patch_kernels is None:
         # No torch.no_grad() around a yield: it would leak into the caller's code.
-        for done, n_tiles, restored in _restore_steps(prepared, k, opts):
-            if restored is None:  # a large image, between tiles: report, allow a stop
+        for done, n_tiles, result in restore_steps(
+                prepared, k, opts, noise=sigma if settings.noise != "off" else "off",
+                saturation=settings.saturation if settings.saturation is not None else "off"):
+            if result is None:  # a large image, between tiles: report, allow a stop
                 info["final_tiles"] = (done, n_tiles)
                 yield snapshot("final", history[-1] if history else float("nan"), k)
+        restored, final_info = result
+        info["final_lambda"] = final_info["final_lambda"]
     else:
+        lam = opts.final_lambda if settings.noise == "off" else \
+            noise_lambda(opts.final_lambda, sigma)
+        info["final_lambda"] = lam
         with torch.no_grad():
-            restored = _restore_svola(prepared, patch_kernels, patch_grid, opts)
+            restored = _restore_svola(prepared, patch_kernels, patch_grid,
+                                      replace(opts, final_lambda=lam))
     with torch.no_grad():
         if not np.all(np.isfinite(restored)):
             guard.note("final", it, "non-finite restoration replaced by Wiener deconvolution")
-            restored = _preview(prepared, k)()
+            restored = _preview(prepared, k, nsr)()
             if not np.all(np.isfinite(restored)):
                 raise DivergenceError("the restoration is not finite; try another seed")
     timings["final"] = time.perf_counter() - t0

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .nonblind import sparse_deconv
-from .solver import PRESETS, DeblurStep, iter_deblur, resolve_device
+from .solver import PRESETS, DeblurStep, iter_deblur, resolve_device, restore_with_kernel
 from .validation import prepare_image
 
-__all__ = ["StackStep", "StackResult", "iter_deblur_stack", "deblur_stack", "check_stack"]
+__all__ = ["StackStep", "StackResult", "iter_deblur_stack", "deblur_stack", "check_stack",
+           "restore_frame"]
 
 
 @dataclass
@@ -98,6 +98,13 @@ class StackResult:
         Whether one kernel was used for the whole stack.
     info:
         Per frame, the solver's ``info`` dict (noise level, crop, warm start).
+    frames:
+        Out-of-core runs (:func:`napari_glkm.deblur_stack`): indices of the frames computed by
+        this call (``seconds``, ``warm_start`` and ``info`` follow this order).
+    skipped:
+        Out-of-core runs: selected frames found already written in the output (resumed).
+    output:
+        Out-of-core runs: path of the Zarr output, or ``None``.
     """
 
     images: np.ndarray
@@ -106,6 +113,9 @@ class StackResult:
     warm_start: list[bool]
     shared_kernel: bool
     info: list[dict] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    output: str | None = None
 
 
 def check_stack(frames: object) -> np.ndarray:
@@ -164,7 +174,8 @@ def iter_deblur_stack(
     reference:
         Shared mode only: index of the frame the kernel is estimated on.
     **options:
-        Keyword options of :func:`iter_deblur` (``kernel_size``, ``preset``, ``device``,
+        Keyword options of :func:`iter_deblur` (``kernel_size`` — ``"auto"`` is resolved
+        once, on the first estimated frame, and kept for the others —, ``preset``, ``device``,
         ``seed``, ``iterations``, ``kernel_prior``, ``weights``, ``preview_every``, ``roi``,
         ``init_kernel`` — the latter seeds only the first estimated frame).
 
@@ -198,6 +209,8 @@ def _run_per_frame(frames: np.ndarray, first_run: Iterator[DeblurStep], warm: bo
     options = {k: v for k, v in options.items() if k != "init_kernel"}
     for i in range(n):
         is_warm = kernel is not None and warm
+        if i == 1:  # kernel_size="auto" is resolved once, on the first frame
+            options["kernel_size"] = kernel.shape[0]
         if i > 0:
             run = iter_deblur(frames[i], init_kernel=kernel if warm else None, **options)
         for step in run:
@@ -213,21 +226,12 @@ def _run_shared(frames: np.ndarray, first_run: Iterator[DeblurStep], reference: 
             break
         yield StackStep(reference, n, step)
     kernel, info = step.kernel, step.info
-    opts = PRESETS[options.get("preset", "default")]
-    dev = resolve_device(options.get("device", "auto"))
-    k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32))[None, None].to(dev)
-    kernel_size = kernel.shape[0]
     for i in range(n):
         t0 = time.perf_counter()
         if i == reference:
             restored = step.image
         else:
-            prepared = prepare_image(frames[i], kernel_size)
-            with torch.no_grad():
-                y = torch.from_numpy(prepared.data).permute(2, 0, 1)[None].to(dev)
-                x = sparse_deconv(y, k, lam=opts.final_lambda, alpha=opts.final_alpha,
-                                  outer=opts.final_iters).clamp(0, 1)
-            restored = prepared.to_user_range(x[0].permute(1, 2, 0).cpu().numpy())
+            restored = restore_frame(frames[i], kernel, options)
         elapsed = time.perf_counter() - t0
         final = DeblurStep(0, 1, "final", kernel, step.loss, elapsed, final=True,
                            history=step.history if i == reference else [],
@@ -235,6 +239,21 @@ def _run_shared(frames: np.ndarray, first_run: Iterator[DeblurStep], reference: 
                            info=dict(info, shared_kernel=True, reference=reference),
                            _render=lambda r=restored: r)
         yield StackStep(i, n, final, shared=i != reference)
+
+
+def restore_frame(frame: np.ndarray, kernel: np.ndarray, options: dict) -> np.ndarray:
+    """Restore one frame with a known ``(k, k)`` kernel by the final non-blind step of the
+    preset in ``options`` (on ``options["device"]``, with its ``noise``/``saturation``
+    handling); the frame's shape and value range, float32. This is how the shared-kernel mode
+    restores every frame but the reference."""
+    opts = PRESETS[options.get("preset", "default")]
+    dev = resolve_device(options.get("device", "auto"))
+    k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32))[None, None].to(dev)
+    prepared = prepare_image(frame, kernel.shape[0])
+    with torch.no_grad():
+        restored, _ = restore_with_kernel(prepared, k, opts, noise=options.get("noise", "auto"),
+                                          saturation=options.get("saturation", "auto"))
+    return restored
 
 
 def deblur_stack(frames: np.ndarray, **options) -> StackResult:

@@ -132,7 +132,7 @@ def informative_crop(y: torch.Tensor, side: int) -> tuple[int, int]:
 def least_squares_kernel(
     xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], k0: torch.Tensor, gamma: float,
     iters: int, *, ref: torch.Tensor | None = None, prox: float = 0.0,
-    support: torch.Tensor | None = None,
+    support: torch.Tensor | None = None, weights: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``argmin_k Σ ||x_i ⋆ k - y_i||² + gamma ||k||² + γ_p ||k - ref||²`` by CG (warm start
     ``k0``), then clipped to non-negative (and to ``support``, a 0/1 mask, if given) and
@@ -141,21 +141,27 @@ def least_squares_kernel(
     ``prox`` is relative: ``γ_p = prox · Σ_i ||x_i||²`` per batch element (the diagonal of the
     data term's normal operator), so ``prox = 1`` weighs the pull towards ``ref`` like the data.
 
+    ``weights`` (one per ``y_i``, its shape, values in [0, 1]) weigh the data term per pixel:
+    ``Σ ||w_i^½ (x_i ⋆ k - y_i)||²`` (0 excludes a pixel, e.g. a saturated highlight).
+
     Batched: ``x_i``/``y_i`` ``(B, 1, ., .)`` with ``k0`` ``(B, 1, k, k)`` solve ``B`` independent
     problems (one kernel per image, e.g. per SVOLA patch)."""
     gp = None
     if ref is not None and prox > 0:
         gp = prox * sum((x * x).sum(dim=(-3, -2, -1), keepdim=True) for x in xs)
 
+    ws = [None] * len(xs) if weights is None else list(weights)
+
     def normal_op(k: torch.Tensor) -> torch.Tensor:
         out = gamma * k
         if gp is not None:
             out = out + gp * k
-        for x in xs:
-            out = out + conv_valid(x, conv_valid(x, k, method="fft"), method="fft")
+        for x, w in zip(xs, ws):
+            r = conv_valid(x, k, method="fft")
+            out = out + conv_valid(x, r if w is None else w * r, method="fft")
         return out
 
-    rhs = sum(conv_valid(x, y, method="fft") for x, y in zip(xs, ys))
+    rhs = sum(conv_valid(x, y if w is None else w * y, method="fft") for x, y, w in zip(xs, ys, ws))
     if gp is not None:
         rhs = rhs + gp * ref
     k = conjugate_gradient(normal_op, rhs, k0.clone(), iters).clamp_min(0)
@@ -182,7 +188,8 @@ def threshold_kernel(k: torch.Tensor, fraction: float) -> torch.Tensor:
 def coarse_to_fine_stage(
     y: torch.Tensor, kernel_size: int, cfg: PyramidConfig, init: torch.Tensor | None = None,
     levels: int | None = None, ref: torch.Tensor | None = None, prox: float = 0.0,
-    support_radius: int | None = None, guard: DivergenceGuard | None = None,
+    support_radius: int | None = None, weight: torch.Tensor | None = None,
+    guard: DivergenceGuard | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Estimate the kernel of gray ``y`` ``(1, 1, H, W)`` in [0, 1] by coarse-to-fine L0 /
     least-squares alternation (Xu et al. 2013, Pan et al. 2014 style; our implementation).
@@ -195,6 +202,11 @@ def coarse_to_fine_stage(
     :func:`least_squares_kernel`; ``support_radius`` restricts the kernel to the support of
     ``ref`` dilated by that many pixels (scaled per level). Both are for SVOLA patch kernels;
     the defaults leave the uniform estimation unchanged.
+
+    ``weight`` ``(1, 1, H, W)`` in [0, 1] (``y``'s shape) weighs the kernel step's data term per
+    pixel (0: excluded, e.g. saturated highlights and their blur footprint); per level it is
+    reduced with a minimum filter, so a coarse pixel is trusted only where all its fine pixels
+    are.
 
     A kernel update that comes out non-finite is rolled back and the rest of that scale is
     skipped (recorded with ``guard.note`` when a ``guard`` is given).
@@ -216,6 +228,16 @@ def coarse_to_fine_stage(
         ys = _downscale(y, s / kernel_size, 2 * s + 1)
         gyx, gyy = _grads(ys)
         gamma = cfg.kernel_gamma * ys.shape[-2] * ys.shape[-1] / n_ref
+        if weight is not None:
+            w = weight if weight.shape[-2:] == ys.shape[-2:] else \
+                -F.adaptive_max_pool2d(-weight, ys.shape[-2:])
+            wgx = torch.minimum(w[..., :, 1:], w[..., :, :-1])
+            wgy = torch.minimum(w[..., 1:, :], w[..., :-1, :])
+            extra_w = dict(weights=[wgx, wgy])
+            gamma = gamma * float(w.mean().clamp_min(0.05))
+        else:
+            wgx = wgy = None
+            extra_w = {}
         extra = {}
         if ref is not None:
             ref_s = resize_kernel(ref.to(y.dtype), s)
@@ -227,9 +249,13 @@ def coarse_to_fine_stage(
         for it in range(cfg.outer_iters):
             x = l0_deconv(ys, k, lam)
             gxx, gxy = _grads(x)
-            k_new = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters, **extra)
-            new_loss = (F.mse_loss(conv_valid(gxx, k_new, method="fft"), gyx)
-                        + F.mse_loss(conv_valid(gxy, k_new, method="fft"), gyy))
+            k_new = least_squares_kernel([gxx, gxy], [gyx, gyy], k, gamma, cfg.cg_iters,
+                                         **extra, **extra_w)
+            rx = conv_valid(gxx, k_new, method="fft") - gyx
+            ry = conv_valid(gxy, k_new, method="fft") - gyy
+            if wgx is not None:
+                rx, ry = rx * wgx.sqrt(), ry * wgy.sqrt()
+            new_loss = rx.pow(2).mean() + ry.pow(2).mean()
             if not all_finite([k_new, new_loss]):
                 if guard is not None:
                     guard.note("kernel", it, f"non-finite kernel update at size {s} rolled back")

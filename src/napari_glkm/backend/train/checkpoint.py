@@ -20,15 +20,15 @@ import torch
 __all__ = ["save_checkpoint", "resume_checkpoint", "start_run"]
 
 
-def start_run(config: Any, out_dir: str | os.PathLike) -> Path:
-    """Common start of a trainer: torch threads (``config.threads`` > 0), the output folder,
-    the torch seed; returns the path of the run's ``checkpoint.pt``."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+def start_run(out_dir: str | os.PathLike, seed: int, threads: int = 0) -> tuple[Path, Path]:
+    """Common start of a training run: torch threads (0 leaves torch's default), the output
+    folder (created), the torch seed; returns ``(out_dir, checkpoint_path)``."""
+    if threads > 0:
+        torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    return out / "checkpoint.pt"
+    torch.manual_seed(seed)
+    return out, out / "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, config: Any, step: int, elapsed: float,

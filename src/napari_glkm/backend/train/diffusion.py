@@ -90,8 +90,7 @@ def train_diffusion(
     images = [im for im in images if min(im.shape) >= config.size]
     if not images:
         raise ValueError(f"no training image is at least {config.size} px on each side")
-    ckpt_path = start_run(config, out_dir)
-    out = ckpt_path.parent
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     model = DiffusionUNet(config.channels)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -61,8 +61,7 @@ def train_generator(
     """
     if config.steps < 1 or config.batch_size < 2:
         raise ValueError("steps must be >= 1 and batch_size >= 2")
-    ckpt_path = start_run(config, out_dir)
-    out = ckpt_path.parent
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     gen = KernelGenerator(config.size).to(device)
     dis = KernelDiscriminator(config.size).to(device)
     betas = (config.beta1, config.beta2)

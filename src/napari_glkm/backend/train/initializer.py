@@ -177,8 +177,7 @@ def train_initializer(
         raise ValueError(f"generator is for size {generator.size}, config says {config.size}")
     if min(min(im.shape) for im in images) < config.crop:
         raise ValueError(f"every training image must be at least {config.crop} px")
-    ckpt_path = start_run(config, out_dir)
-    out = ckpt_path.parent
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     gen = freeze(generator.to(device))
     enc = KernelInitializer(gen.latent_dim, config.size).to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=config.lr)

@@ -1,0 +1,240 @@
+"""Real photographs (issue 11): automatic kernel size, colour, noise and saturated pixels.
+
+Small images, 15 px kernels and the ``fast`` preset keep every test to a few seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import color, data
+from skimage.registration import phase_cross_correlation
+
+from napari_glkm import deblur, iter_deblur
+from napari_glkm.backend.blur import conv_valid
+from napari_glkm.backend.kernel_size import candidate_sizes, choose_kernel_size, kernel_support
+from napari_glkm.backend.metrics import aligned_psnr_ssim
+from napari_glkm.backend.noise import noise_lambda
+from napari_glkm.backend.saturation import estimation_weight, saturated_mask
+from napari_glkm.backend.stack import deblur_stack
+from napari_glkm.backend.trajectories import TrajectoryParams, motion_kernels
+
+
+def _kernel(size: int, seed: int, extent=(0.8, 1.0)) -> np.ndarray:
+    return motion_kernels(1, size, rng=seed, params=TrajectoryParams(extent=extent))[0].astype(
+        np.float64)
+
+
+def _blur(sharp: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Valid blur of ``(H, W)`` or ``(H, W, C)`` float64 by ``k``."""
+    x = torch.from_numpy(sharp)
+    x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
+    y = conv_valid(x, torch.from_numpy(k)[None, None])[0].permute(1, 2, 0).numpy()
+    return y[..., 0] if sharp.ndim == 2 else y
+
+
+def _camera(r0=120, c0=140, side=192) -> np.ndarray:
+    return data.camera()[r0 : r0 + side, c0 : c0 + side].astype(np.float64) / 255
+
+
+def _kernel_l1(est: np.ndarray, truth: np.ndarray) -> float:
+    """L1 after the best shift <= 4 px, the smaller kernel zero-padded (centred)."""
+    n = max(est.shape[0], truth.shape[0])
+    est = np.pad(est, (n - est.shape[0]) // 2)
+    truth = np.pad(truth, (n - truth.shape[0]) // 2)
+    return min(float(np.abs(np.roll(est, (dy, dx), (0, 1)) - truth).sum())
+               for dy in range(-4, 5) for dx in range(-4, 5))
+
+
+# -- automatic kernel size ----------------------------------------------------------------------
+
+def test_kernel_support_ignores_specks():
+    k = np.zeros((31, 31))
+    k[15, 10:21] = 1.0  # an 11 px line
+    k[2, 2] = 0.3  # an isolated speck of estimation noise, far away
+    assert kernel_support(k) == 11.0
+    assert candidate_sizes(31) == (23, 31)
+    assert candidate_sizes(23) == (23,)
+
+
+def test_auto_size_follows_the_blur():
+    sharp = _camera(60, 60, 320)
+    supports, sizes = [], []
+    for size in (11, 31):
+        k = _kernel(size, seed=3)
+        noise = np.random.default_rng(0).normal(0, 0.005, (320 - size + 1,) * 2)
+        y = np.clip(_blur(sharp, k) + noise, 0, 1)
+        choice = choose_kernel_size(torch.from_numpy(y).float()[None, None], (15, 23, 31))
+        assert choice.seconds < 20
+        supports.append(choice.support)
+        sizes.append(choice.size)
+    # the measured support follows the blur (true supports about 10 and 28 px) and so does
+    # the chosen box
+    assert supports[0] <= 14 < 24 <= supports[1], supports
+    assert sizes[0] < sizes[1], sizes
+
+
+def test_auto_is_the_default_and_reported():
+    sharp = _camera()
+    k = _kernel(11, seed=5)
+    y = np.clip(_blur(sharp, k), 0, 1).astype(np.float32)
+    res = deblur(y, preset="fast", iterations=1, kernel_prior="free")
+    assert res.info["kernel_size_mode"] == "auto"
+    assert res.kernel_size == res.info["kernel_size"] == res.kernel.shape[0] == 23
+    assert res.info["auto_size"]["candidates"] == [23, 31]
+    assert "size" in res.timings
+    fixed = deblur(y, preset="fast", iterations=1, kernel_size=15, kernel_prior="free")
+    assert fixed.kernel.shape == (15, 15) and fixed.info["kernel_size_mode"] == "fixed"
+
+
+def test_blur_larger_than_the_generator_warns_and_uses_the_largest_size():
+    sharp = data.camera()[100:400, 100:400].astype(np.float64) / 255
+    k = _kernel(51, seed=2, extent=(0.9, 1.0))
+    y = np.clip(_blur(sharp, k), 0, 1).astype(np.float32)
+    with pytest.warns(UserWarning, match="larger than 31 px"):
+        res = deblur(y, preset="fast", iterations=1, kernel_prior="free")
+    assert res.kernel_size == 31 and res.info["auto_size"]["exceeds_largest"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kernel_size": "big"}, "'auto' or an odd integer"),
+    ({"noise": "loud"}, "noise must be"),
+    ({"noise": -0.1}, "noise must be"),
+    ({"saturation": 2.0}, "saturation must be"),
+    ({"saturation": "yes"}, "saturation must be"),
+])
+def test_bad_photo_options_raise_at_call(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        iter_deblur(np.random.default_rng(0).random((64, 64)), **kwargs)
+
+
+def test_small_image_limits_the_candidates():
+    img = np.random.default_rng(0).random((40, 48)).astype(np.float32)  # too small for 23, 31:
+    # auto falls back to 15
+    res = deblur(img, preset="fast", iterations=1)
+    assert res.kernel_size == 15
+
+
+def test_stack_resolves_auto_once(rng):
+    sharp = _camera(100, 100, 100)
+    k = _kernel(11, seed=5)
+    y = np.clip(_blur(sharp, k), 0, 1).astype(np.float32)
+    frames = np.stack([y, y[::-1].copy()])
+    res = deblur_stack(frames, preset="fast", iterations=1, kernel_prior="free")
+    assert res.kernels.shape[1] == res.info[0]["kernel_size"] < 31
+    assert res.info[0]["kernel_size_mode"] == "auto"
+    assert res.info[1]["kernel_size_mode"] == "fixed"  # the size chosen on frame 0 is kept
+
+
+# -- colour -------------------------------------------------------------------------------------
+
+def _grey_world_colour(side=160, seed=0) -> np.ndarray:
+    """Camera structure tinted by smooth random colours whose image mean is grey."""
+    g = _camera(140, 160, side)
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0.4, 1.6, (4, 4, 3))
+    tint = np.stack([np.kron(coarse[..., c], np.ones((side // 4, side // 4))) for c in range(3)], -1)
+    from scipy.ndimage import gaussian_filter
+    tint = gaussian_filter(tint, (8, 8, 0))
+    tint /= tint.mean(axis=(0, 1), keepdims=True)  # grey world: equal channel means
+    return np.clip(g[..., None] * tint * 0.8, 0, 1)
+
+
+def test_colour_channels_stay_aligned_without_hue_shift():
+    sharp = _grey_world_colour()
+    k = _kernel(13, seed=4)
+    c = k.shape[0] // 2
+    blurry = np.clip(_blur(sharp, k) + np.random.default_rng(1).normal(0, 0.005, (148, 148, 3)),
+                     0, 1).astype(np.float32)
+    truth = sharp[c:-c, c:-c]
+    res = deblur(blurry, preset="fast", kernel_size=15)
+    out = np.clip(res.image, 0, 1)
+    # one kernel for all channels: each channel is restored with the same (global) shift
+    shifts = np.array([phase_cross_correlation(truth[..., ch], out[..., ch], upsample_factor=20)[0]
+                       for ch in range(3)])
+    assert np.abs(shifts - shifts[1]).max() <= 0.25, shifts
+    # and the restoration is real: every channel gains over the blurry input
+    for ch in range(3):
+        p_in = aligned_psnr_ssim(blurry[..., ch], truth[..., ch])["psnr"]
+        p_out = aligned_psnr_ssim(out[..., ch], truth[..., ch])["psnr"]
+        assert p_out > p_in + 2.0, (ch, p_in, p_out)
+    # no hue shift: median circular hue error below 0.02 (7 degrees) on coloured pixels
+    s = (slice(20, -20), slice(20, -20))
+    h_t, h_o = color.rgb2hsv(truth[s])[..., 0], color.rgb2hsv(out[s])[..., 0]
+    coloured = color.rgb2hsv(truth[s])[..., 1] > 0.2
+    dh = np.abs(h_t - h_o)[coloured]
+    dh = np.minimum(dh, 1 - dh)
+    assert np.median(dh) < 0.02, np.median(dh)
+    # grey world is kept: channel means within 1 % of each other, as in the input
+    means = out[s].mean(axis=(0, 1))
+    assert np.ptp(means / means.mean()) < 0.02 + np.ptp(truth[s].mean((0, 1)) / truth[s].mean())
+
+
+def test_rgba_alpha_untouched_and_input_unchanged():
+    sharp = _grey_world_colour(96)
+    k = _kernel(9, seed=1)
+    rgb = np.clip(_blur(sharp, k), 0, 1)
+    alpha = np.random.default_rng(0).random(rgb.shape[:2])
+    img = (np.concatenate([rgb, alpha[..., None]], -1) * 255).astype(np.uint8)
+    before = img.copy()
+    res = deblur(img, preset="fast", iterations=1, kernel_size=15)
+    np.testing.assert_array_equal(img, before)
+    np.testing.assert_array_equal(res.image[..., 3], img[..., 3].astype(np.float32))
+
+
+# -- noise --------------------------------------------------------------------------------------
+
+def test_noise_lambda_grows_above_the_reference_only():
+    assert noise_lambda(2e-3, 0.0) == noise_lambda(2e-3, 0.01) == 2e-3
+    assert noise_lambda(2e-3, 0.03) > 4 * 2e-3
+    assert noise_lambda(2e-3, 0.05) > noise_lambda(2e-3, 0.03)
+
+
+def test_noise_adaptation_beats_no_adaptation_at_5_percent():
+    sharp = _camera(100, 120, 140)
+    k = _kernel(13, seed=6)
+    c = k.shape[0] // 2
+    y = np.clip(_blur(sharp, k) + np.random.default_rng(2).normal(0, 0.05, (128, 128)), 0, 1)
+    y = y.astype(np.float32)
+    truth = sharp[c:-c, c:-c]
+    auto = deblur(y, preset="fast", kernel_size=15)
+    off = deblur(y, preset="fast", kernel_size=15, noise="off")
+    assert abs(auto.info["noise_sigma"] - 0.05) < 0.01
+    assert auto.info["final_lambda"] > off.info["final_lambda"]
+    p_auto = aligned_psnr_ssim(np.clip(auto.image, 0, 1), truth)["psnr"]
+    p_off = aligned_psnr_ssim(np.clip(off.image, 0, 1), truth)["psnr"]
+    assert p_auto > p_off + 2.0, (p_auto, p_off)
+    given = deblur(y, preset="fast", kernel_size=15, noise=0.05, iterations=1)
+    assert given.info["noise_sigma"] == 0.05 and given.info["noise_mode"] == "given"
+
+
+# -- saturated pixels ---------------------------------------------------------------------------
+
+def _clipped_lights(seed=0):
+    """Dim camera crop with bright point lights; blurred, then clipped at 1 (like a sensor)."""
+    sharp = _camera(80, 100, 200) * 0.6
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        r, c = rng.integers(20, 180, 2)
+        sharp[r - 1 : r + 2, c - 1 : c + 2] = rng.uniform(15, 40)
+    k = _kernel(15, seed=8)
+    y = np.clip(_blur(sharp, k) + np.random.default_rng(1).normal(0, 0.003, (186, 186)), 0, 1)
+    return y.astype(np.float32), k
+
+
+def test_saturation_mask_and_footprint():
+    y, _ = _clipped_lights()
+    mask = saturated_mask(y[..., None], 0.98)
+    assert 0 < mask.mean() < 0.1
+    w = estimation_weight(mask, 15)
+    assert w.shape == y.shape and w.min() == 0 and (w == 0).mean() > mask.mean()
+    assert estimation_weight(np.zeros((8, 8, 1), bool), 15) is None
+
+
+def test_saturated_lights_do_not_corrupt_the_kernel():
+    y, k = _clipped_lights()
+    masked = deblur(y, preset="fast", kernel_size=15)
+    plain = deblur(y, preset="fast", kernel_size=15, saturation="off")
+    assert masked.info["saturated_fraction"] > 0
+    err_masked, err_plain = _kernel_l1(masked.kernel, k), _kernel_l1(plain.kernel, k)
+    assert err_masked < 0.8 * err_plain, (err_masked, err_plain)

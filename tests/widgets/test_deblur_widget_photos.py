@@ -1,0 +1,42 @@
+"""The deblur widget's photo options: automatic kernel size (default), noise, saturation; the
+chosen size and the noise level are shown when a run ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_glkm._sample_data import blurred_sample  # noqa: E402
+from napari_glkm._widgets._deblur import DeblurWidget, RunState  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def test_auto_size_is_default_and_reported(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(blurred_sample("camera").blurry[200:296, 180:276].copy(), name="cam")
+    w = DeblurWidget(viewer)
+    viewer.window.add_dock_widget(w, name="deblur")
+    w.reset_choices()
+    assert w.kernel_size.text() == "auto"
+    opts = w.options()
+    assert opts["kernel_size"] == "auto" and opts["noise"] == "auto"
+    assert opts["saturation"] == "auto"
+    w.noise.setCurrentText("off")
+    w.saturation.setChecked(False)
+    assert w.options()["noise"] == "off" and w.options()["saturation"] == "off"
+    w.noise.setCurrentText("auto")
+    w.preset.setCurrentText("fast")
+    w.iterations.setValue(1)
+    w.kernel_prior.setCurrentText("free")
+    worker = w.start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=240_000)
+    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=10_000)
+    kern = viewer.layers["cam kernel"].data
+    assert f"Kernel {kern.shape[0]} px (auto), noise" in w.status.text()
+    w.kernel_size.setValue(15)  # a fixed size still works as before
+    assert w.options()["kernel_size"] == 15
