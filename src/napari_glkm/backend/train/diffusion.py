@@ -51,17 +51,11 @@ class DiffusionConfig:
 
 def random_crops(images: Sequence[np.ndarray], n: int, size: int,
                  rng: np.random.Generator) -> torch.Tensor:
-    """``n`` random ``size²`` crops in model space ``[-1, 1]``, randomly flipped/rotated."""
-    out = np.empty((n, 1, size, size), dtype=np.float32)
-    for i in range(n):
-        img = images[rng.integers(len(images))]
-        r = rng.integers(img.shape[0] - size + 1)
-        q = rng.integers(img.shape[1] - size + 1)
-        crop = np.rot90(img[r : r + size, q : q + size], int(rng.integers(4)))
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        out[i, 0] = crop
-    return torch.from_numpy(out * 2.0 - 1.0)
+    """``n`` random ``size²`` crops (flips, 90° rotations; BKSE's sampler) in model space
+    ``[-1, 1]``."""
+    from ..bkse.data import random_crops as crops01
+
+    return crops01(images, n, size, rng) * 2.0 - 1.0
 
 
 def ddpm_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
