@@ -67,8 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kernel-prior", default="glkm")
     ap.add_argument("--subset", type=int, default=32, choices=[4, 8, 32],
                     help="4: one blur per image (the first half of the 8-image subset)")
-    ap.add_argument("--prior", default=None, choices=["none", "dip", "vdip"],
+    ap.add_argument("--prior", default=None, choices=["none", "dip", "vdip", "diffusion"],
                     help="image prior of the refinement stage (default: the preset's)")
+    ap.add_argument("--diffusion-model", default=None,
+                    help="with --prior diffusion: model file or diffusers folder (default: shipped)")
+    ap.add_argument("--images", default=None,
+                    help="comma-separated Levin pairs I-K to run instead of the subset, e.g. 1-2")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--nonuniform", action="store_true", help="SVOLA mode (checks uniform blur)")
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     pairs = {4: SUBSET8[:4], 8: SUBSET8}.get(args.subset,
                                             [(i, j) for i in range(1, 5) for j in range(1, 9)])
+    if args.images:
+        pairs = [tuple(int(v) for v in p.split("-")) for p in args.images.split(",")]
     rows = []
     print(f"{'image':<16}{'PSNR':>8}{'SSIM':>8}{'k-L1':>8}{'sec':>8}")
     for i, j in pairs:
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         extra = dict(nonuniform=True, grid=args.grid) if args.nonuniform else {}
         if args.prior is not None:
             extra["prior"] = args.prior
+        if args.diffusion_model is not None:
+            extra["diffusion_model"] = args.diffusion_model
         res = deblur(blurry, preset=args.preset, kernel_size=args.kernel_size,
                      kernel_prior=args.kernel_prior, **extra)
         sec = time.perf_counter() - t0
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "preset": args.preset, "overrides": args.set, "kernel_prior": args.kernel_prior,
         "kernel_size": args.kernel_size, "prior": args.prior, "subset": args.subset,
+        "diffusion_model": args.diffusion_model, "images": args.images,
         "nonuniform": args.nonuniform, "grid": args.grid if args.nonuniform else None,
         "n_images": len(rows),
         "psnr_mean": float(np.mean([r["psnr"] for r in rows])),

@@ -24,14 +24,15 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_glkm" / "weights
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
-    ap.add_argument("--role", required=True, choices=["generator", "initializer", "bkse"])
-    ap.add_argument("--kernel-size", type=int, required=True)
+    ap.add_argument("--role", required=True,
+                    choices=["generator", "initializer", "bkse", "diffusion"])
+    ap.add_argument("--kernel-size", type=int, default=0, help="0 for the diffusion prior")
     ap.add_argument("--training", default="{}", help="JSON object: how it was trained")
     ap.add_argument("--scores", default=None, help="JSON file or object: what it scores")
     ap.add_argument("--half", action="store_true", help="store float16")
     args = ap.parse_args()
     state = read_any_state_dict(args.file)
-    name = f"{args.role}_{args.kernel_size}"
+    name = "diffusion_unet" if args.role == "diffusion" else f"{args.role}_{args.kernel_size}"
     target = WEIGHTS / f"{name}.safetensors"
     sha = save_state_dict(state, target, {"role": args.role, "kernel_size": str(args.kernel_size)},
                           half=args.half)

@@ -1,5 +1,5 @@
-"""Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``
-and ``convert-weights``; the BKSE subcommands live in ``_cli_bkse.py``.
+"""Command line: ``napari-glkm deblur``, ``sample``, ``train-generator``, ``train-initializer``,
+``train-diffusion`` and ``convert-weights``; the BKSE subcommands live in ``_cli_bkse.py``.
 
 Expected problems (bad files, bad options, missing weights) print one clear line to stderr and
 exit with status 2; inputs are never overwritten and outputs are written atomically.
@@ -98,7 +98,7 @@ def _deblur_options(args: argparse.Namespace) -> dict:
                    seed=args.seed, iterations=args.iterations, weights=args.weights,
                    kernel_prior=args.kernel_prior, preview_every=1, init=args.init,
                    initializer=args.initializer, noise=args.noise, saturation=args.saturation,
-                   prior=args.prior)
+                   prior=args.prior, diffusion_model=args.diffusion_model)
     grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
                      overlap=args.overlap, smoothness=args.smoothness)
     if args.nonuniform:
@@ -209,6 +209,28 @@ def _cmd_train_initializer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_diffusion(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backend.train.diffusion import DiffusionConfig, train_diffusion
+    from .backend.train.initializer import load_image_folder
+
+    folders = args.images or [_default_training_folder()]
+    cfg = DiffusionConfig(size=args.crop, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, checkpoint_every=args.checkpoint_every,
+                          threads=args.threads)
+    images = load_image_folder(folders, cfg.size)
+    with tqdm(total=cfg.steps, desc="diffusion prior", unit="step") as bar:
+        def progress(step: int, total: int, m: dict) -> None:
+            bar.n = step
+            bar.set_postfix(loss=f"{m['loss_avg']:.4f}", refresh=False)
+            bar.refresh()
+        path = train_diffusion(cfg, images, args.out, resume=not args.no_resume,
+                               on_progress=progress)
+    print(f"wrote {path} (trained on {len(images)} images from {', '.join(map(str, folders))})")
+    return 0
+
+
 def _default_training_folder() -> Path:
     here = Path.cwd() / ".." / "shared" / "datasets" / "bsds500" / "train"
     if here.is_dir():
@@ -263,9 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     d.add_argument("--weights", default=None, help="generator weights file (safetensors or .pth)")
     d.add_argument("--kernel-prior", default="glkm", choices=["glkm", "free"])
-    d.add_argument("--prior", default=None, choices=["none", "dip", "vdip"],
+    d.add_argument("--prior", default=None, choices=["none", "dip", "vdip", "diffusion"],
                    help="image prior of the joint refinement stage (default: the preset's: none "
-                        "for fast/default, dip for quality); dip/vdip take minutes on a CPU")
+                        "for fast/default, dip for quality); dip/vdip/diffusion take minutes on "
+                        "a CPU; diffusion works on the luminance")
+    d.add_argument("--diffusion-model", default=None,
+                   help="with --prior diffusion: a .safetensors file from train-diffusion or a "
+                        "diffusers UNet2DModel folder (default: the shipped model)")
     d.add_argument("--init", default="network", choices=["network", "random"],
                    help="starting kernel: predicted by the initializer network (default) or random")
     d.add_argument("--initializer", default=None,
@@ -330,6 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
     i.add_argument("--no-resume", action="store_true")
     i.set_defaults(func=_cmd_train_initializer)
+
+    f = sub.add_parser("train-diffusion",
+                       help="train the diffusion image prior (DDPM) on grayscale image crops")
+    f.add_argument("--images", nargs="+", default=None,
+                   help="folders of sharp training images (default: ../shared/datasets/bsds500/train)")
+    f.add_argument("--steps", type=int, default=20000)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--crop", type=int, default=64, help="training crop side in pixels")
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    f.add_argument("--checkpoint-every", type=int, default=100)
+    f.add_argument("--out", required=True, help="folder for checkpoint.pt and the final weights")
+    f.add_argument("--no-resume", action="store_true")
+    f.set_defaults(func=_cmd_train_diffusion)
 
     c = sub.add_parser("convert-weights",
                        help="convert an official GLKM/GKPILE .pth (netG/netE) to safetensors")

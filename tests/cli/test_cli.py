@@ -156,3 +156,35 @@ def test_grid_options_need_nonuniform(tmp_path, capsys):
     code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"),
                         "--nonuniform", "--grid", "3y")
     assert code == 2 and "--grid" in err
+
+
+def test_train_diffusion_and_deblur_with_it(tmp_path, capsys, monkeypatch):
+    import imageio.v3 as iio
+
+    from napari_glkm._sample_data import blurred_sample
+    from napari_glkm.backend import solver
+
+    monkeypatch.setitem(solver.DIFFUSION_ITERS, "fast", 3)  # the command, not the quality
+
+    sharp = blurred_sample("camera").sharp
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        iio.imwrite(folder / f"{i}.png", (sharp[i * 60 : i * 60 + 80, :80] * 255).astype(np.uint8))
+    out = tmp_path / "run"
+    code, stdout, err = _run(capsys, "train-diffusion", "--images", str(folder), "--steps", "3",
+                             "--batch-size", "2", "--crop", "32", "--out", str(out))
+    assert code == 0, err
+    model = out / "diffusion_unet.safetensors"
+    assert model.is_file() and (out / "checkpoint.pt").is_file() and "wrote" in stdout
+    src = tmp_path / "in.png"
+    iio.imwrite(src, (blurred_sample("camera").blurry[180:244, 160:224] * 255).astype(np.uint8))
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "bad.png"), "--prior",
+                        "diffusion", "--diffusion-model", str(folder), "--kernel-size", "9")
+    assert code == 2 and "not a diffusers UNet2DModel folder" in err and err.count("\n") == 1
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"), "--prior",
+                        "diffusion", "--diffusion-model", str(model), "--kernel-size", "9",
+                        "--preset", "fast", "--iterations", "1", "--kernel-prior", "free",
+                        "--init", "random", "-q")
+    assert code == 0, err
+    assert read_image(tmp_path / "o.png").data.shape == (64, 64)

@@ -103,6 +103,22 @@ def test_run_creates_result_and_kernel_layers(make_napari_viewer, qtbot, image96
     assert w.run_btn.isEnabled() and w.run_state is RunState.IDLE
 
 
+def test_diffusion_prior_runs_from_the_combobox(make_napari_viewer, qtbot, image96,
+                                                monkeypatch):
+    from napari_glkm.backend import solver
+
+    monkeypatch.setitem(solver.DIFFUSION_ITERS, "fast", 2)  # the wiring, not the quality
+    viewer = make_napari_viewer()
+    viewer.add_image(image96, name="cam")
+    w = _widget(viewer)
+    w.image_prior.setCurrentText("diffusion")
+    assert w.options()["prior"] == "diffusion"
+    worker = w.start()
+    _wait_done(qtbot, w, worker)
+    out = viewer.layers["cam deblurred"]
+    assert out.data.shape == (96, 96) and np.all(np.isfinite(out.data))
+
+
 def test_cancel_stops_and_keeps_partial_preview(make_napari_viewer, qtbot, image96):
     viewer = make_napari_viewer()
     layer = viewer.add_image(image96, name="cam")

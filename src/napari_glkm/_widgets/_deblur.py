@@ -105,11 +105,12 @@ class DeblurWidget(QWidget):
         self.kernel_prior.addItems(["glkm", "free"])
         self.kernel_prior.setToolTip("glkm: the learned kernel generator; free: no learned prior")
         self.image_prior = QComboBox()
-        self.image_prior.addItems(["preset", "none", "dip", "vdip"])
+        self.image_prior.addItems(["preset", "none", "dip", "vdip", "diffusion"])
         self.image_prior.setToolTip(
             "image prior of the joint image + kernel refinement: the preset's choice (none for "
             "fast/default, dip for quality), none, dip (Deep Image Prior) or vdip (variational "
-            "DIP); dip/vdip take minutes on a CPU")
+            "DIP) or diffusion (the shipped diffusion model, luminance only); dip/vdip/diffusion "
+            "take minutes on a CPU")
         self.roi_combo = QComboBox()
         self.roi_combo.setToolTip("estimate the kernel inside the first rectangle of this Shapes "
                                   "layer; the whole image is restored")

@@ -24,7 +24,8 @@ from torch import nn
 
 from .blur import conv_valid
 from .kernel_prior import resize_kernel
-from .nonblind import conjugate_gradient, l0_deconv
+from .nonblind import conjugate_gradient, l0_deconv, sparse_deconv
+from .priors.diffusion import DiffusionImagePrior, load_diffusion_model
 from .priors.dip import DIPImagePrior
 from .priors.vdip import VDIPImagePrior, vdip_elbo, vdip_noise_level
 from .safety import DivergenceGuard, all_finite
@@ -82,6 +83,11 @@ class DIPConfig:
     kernel_warmup: int = 0
     elbo_fraction: float = 1.0
     vdip_lambda: float = 0.2
+    # kind="diffusion" (:mod:`~napari_glkm.backend.priors.diffusion`): MSE throughout, Adam on
+    # the DDIM latent (``image_lr``); the model is a loaded module, a path or None (shipped).
+    diffusion_model: object = None
+    diffusion_t: int = 50
+    ddim_steps: int = 2
 
 
 def pyramid_sizes(kernel_size: int, min_kernel: int = 7, ratio: float = 2**-0.5) -> list[int]:
@@ -296,16 +302,20 @@ def dip_stage(
     k_size = kernel_prior.size
     h, w = y.shape[-2:]
     torch.manual_seed(seed)
-    if cfg.kind not in ("dip", "vdip"):
-        raise ValueError(f"unknown image prior {cfg.kind!r}; expected 'dip' or 'vdip'")
-    prior_cls = VDIPImagePrior if cfg.kind == "vdip" else DIPImagePrior
-    image_prior = prior_cls(
-        (h + k_size - 1, w + k_size - 1), y.shape[1],
-        channels=(cfg.channels,) * cfg.scales, skip=(cfg.skip,) * cfg.scales,
-        nonlocal_scales=(2, 3, 4) if cfg.nonlocal_blocks else (), seed=seed,
-    ).to(y.device)
+    if cfg.kind not in ("dip", "vdip", "diffusion"):
+        raise ValueError(f"unknown image prior {cfg.kind!r}; expected 'dip', 'vdip' or "
+                         f"'diffusion'")
+    if cfg.kind == "diffusion":
+        image_prior = _diffusion_prior(y, kernel_prior, cfg, seed)
+    else:
+        prior_cls = VDIPImagePrior if cfg.kind == "vdip" else DIPImagePrior
+        image_prior = prior_cls(
+            (h + k_size - 1, w + k_size - 1), y.shape[1],
+            channels=(cfg.channels,) * cfg.scales, skip=(cfg.skip,) * cfg.scales,
+            nonlocal_scales=(2, 3, 4) if cfg.nonlocal_blocks else (), seed=seed,
+        ).to(y.device)
     opt = torch.optim.Adam([
-        {"params": image_prior.parameters(), "lr": cfg.image_lr},
+        {"params": _trainable(image_prior), "lr": cfg.image_lr},
         {"params": _trainable(kernel_prior), "lr": cfg.kernel_lr},
     ])
     n = cfg.iters
@@ -331,7 +341,7 @@ def dip_stage(
             sigma_n = vdip_noise_level(it - cfg.mse_iters, elbo_end - cfg.mse_iters)
             return vdip_elbo(y, x, std, k, sigma_n, lam=cfg.vdip_lambda)
         y_hat = conv_valid(x, k)
-        if it < cfg.mse_iters:
+        if it < cfg.mse_iters or cfg.kind == "diffusion":
             return F.mse_loss(y_hat, y)
         return 1.0 - kornia_ssim(y_hat, y, window_size=11).mean()
 
@@ -341,3 +351,18 @@ def dip_stage(
             last = float(loss.detach())
         sched.step()
         yield last, out[0][..., c : c + h, c : c + w]
+
+
+def _diffusion_prior(y: torch.Tensor, kernel_prior: nn.Module, cfg: DIPConfig,
+                     seed: int) -> DiffusionImagePrior:
+    """The diffusion image prior on gray ``y``, started from a hyper-Laplacian deconvolution
+    with the current kernel (on the valid domain, ``(H + k − 1, W + k − 1)``)."""
+    if y.shape[1] != 1:
+        raise ValueError("the diffusion prior works on the luminance only (1 channel)")
+    model = cfg.diffusion_model
+    if not isinstance(model, nn.Module):
+        model = load_diffusion_model(model)
+    with torch.no_grad():
+        x_init = sparse_deconv(y, kernel_prior().detach(), return_valid_domain=True)
+    return DiffusionImagePrior(model.to(y.device), x_init.clamp(0.0, 1.0),
+                               t_start=cfg.diffusion_t, ddim_steps=cfg.ddim_steps, seed=seed)

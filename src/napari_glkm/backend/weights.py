@@ -1,7 +1,8 @@
 """Shipped weights: registry, safetensors I/O with sha256 checks, official ``.pth`` import.
 
 Shipped files live in ``napari_glkm/weights/`` next to ``manifest.json``, which records for
-each file its role (``generator`` / ``initializer``), kernel size, sha256, how it was trained
+each file its role (``generator`` / ``initializer`` / ``diffusion``), kernel size (0 for the
+diffusion image prior), sha256, how it was trained
 and what it scores. Files are verified against the manifest before they are used.
 
 Only safetensors are shipped. Foreign PyTorch checkpoints (official GLKM/GKPILE ``netG_*.pth``)
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from .generator import SUPPORTED_SIZES, KernelGenerator
 from .initializer import KernelInitializer, convert_official_initializer_keys
+from .priors.diffusion import DiffusionUNet
 
 __all__ = [
     "WeightsError",
@@ -43,6 +45,7 @@ __all__ = [
     "load_initializer",
     "initializer_from_state_dict",
     "load_any",
+    "load_diffusion_unet",
     "has_shipped",
     "freeze",
 ]
@@ -329,3 +332,34 @@ def load_any(path: str | os.PathLike) -> KernelGenerator | KernelInitializer:
     if "fc.weight" in keys and "conv1.weight" in keys:
         return initializer_from_state_dict(state)
     return generator_from_state_dict(state)
+
+
+def diffusion_from_state_dict(state: dict[str, torch.Tensor]) -> DiffusionUNet:
+    """Build an eval-mode, frozen :class:`DiffusionUNet` whose widths are read off ``state``."""
+    try:
+        n_levels = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("down."))
+        channels = [int(state[f"down.{i}.conv1.weight"].shape[0]) for i in range(n_levels)]
+        emb_dim = int(state["time_mlp.0.weight"].shape[1])
+        net = DiffusionUNet(channels, emb_dim=emb_dim)
+        net.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"these weights are not a napari-glkm diffusion UNet: {exc}"[:300]) \
+            from exc
+    return freeze(net)
+
+
+def load_diffusion_unet(path: str | os.PathLike | None = None) -> DiffusionUNet:
+    """The shipped diffusion image prior (``path=None``) or one written by ``train-diffusion``
+    (a ``.safetensors`` file)."""
+    if path is None:
+        entries = [e for e in shipped_weights() if e.role == "diffusion"]
+        if not entries:
+            raise WeightsError("no diffusion model is shipped with this installation; train one "
+                               "with `napari-glkm train-diffusion` and pass it with "
+                               "--diffusion-model (API: diffusion_model=...)")
+        return diffusion_from_state_dict(_shipped_state(entries[0]))
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path.name}: a diffusion model must be a .safetensors file from "
+                           "`napari-glkm train-diffusion` or a diffusers UNet2DModel folder")
+    return diffusion_from_state_dict(load_state_dict(path))

@@ -25,7 +25,7 @@ from torch import nn
 from ..generator import KernelDiscriminator, KernelGenerator
 from ..trajectories import motion_kernels
 from ..weights import save_state_dict
-from .checkpoint import resume_checkpoint, save_checkpoint
+from .checkpoint import resume_checkpoint, save_checkpoint, start_run
 
 __all__ = ["GANConfig", "train_generator"]
 
@@ -61,12 +61,7 @@ def train_generator(
     """
     if config.steps < 1 or config.batch_size < 2:
         raise ValueError("steps must be >= 1 and batch_size >= 2")
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    torch.manual_seed(config.seed)
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     gen = KernelGenerator(config.size).to(device)
     dis = KernelDiscriminator(config.size).to(device)
     betas = (config.beta1, config.beta2)

@@ -34,7 +34,7 @@ from ..generator import KernelGenerator
 from ..initializer import KernelInitializer
 from ..trajectories import motion_kernels
 from ..weights import freeze, save_state_dict
-from .checkpoint import resume_checkpoint, save_checkpoint
+from .checkpoint import resume_checkpoint, save_checkpoint, start_run
 
 __all__ = ["InitializerConfig", "train_initializer", "load_image_folder", "make_blurry_batch",
            "refine_latents", "train_step", "IMAGE_SUFFIXES"]
@@ -177,12 +177,7 @@ def train_initializer(
         raise ValueError(f"generator is for size {generator.size}, config says {config.size}")
     if min(min(im.shape) for im in images) < config.crop:
         raise ValueError(f"every training image must be at least {config.crop} px")
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    torch.manual_seed(config.seed)
+    out, ckpt_path = start_run(out_dir, config.seed, config.threads)
     gen = freeze(generator.to(device))
     enc = KernelInitializer(gen.latent_dim, config.size).to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=config.lr)
