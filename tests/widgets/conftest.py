@@ -10,7 +10,7 @@ def _config_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def notifications():
-    """The napari notifications raised during the test (tests may also define their own)."""
+    """The napari notifications raised during the test."""
     from napari.utils.notifications import notification_manager
 
     seen: list = []

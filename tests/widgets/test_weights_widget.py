@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_glkm.backend.weights import load_generator, save_state_dict  # noqa: E402
 from napari_glkm._widgets._deblur import DeblurWidget  # noqa: E402
@@ -19,12 +18,6 @@ from napari_glkm._widgets._weights import WeightsWidget  # noqa: E402
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def notifications():
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def test_lists_shipped_weights_and_present_devices(make_napari_viewer):

@@ -27,48 +27,28 @@ This module holds the network wrapper and the loss; the optimisation loop is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import nn
 
 from ..blur import conv_valid
-from .dip import SkipNet
+from .dip import DIPImagePrior
 
 __all__ = ["VDIPImagePrior", "vdip_elbo", "vdip_noise_level"]
 
 
-class VDIPImagePrior(nn.Module):
+class VDIPImagePrior(DIPImagePrior):
     """A skip network with ``2 C`` outputs: a mean image in [0, 1] and a per-pixel standard
     deviation in ``(0, std_max)``. ``forward()`` returns the mean (the image estimate), so the
-    module is a drop-in image prior; :meth:`distribution` returns ``(mean, std)``."""
+    module is a drop-in image prior; :meth:`distribution` returns ``(mean, std)``. Other
+    keywords are those of :class:`~napari_glkm.backend.priors.dip.DIPImagePrior`."""
 
-    def __init__(
-        self,
-        shape: tuple[int, int],
-        out_channels: int = 1,
-        *,
-        in_channels: int = 8,
-        channels: Sequence[int] = (128,) * 5,
-        skip: Sequence[int] = (16,) * 5,
-        nonlocal_scales: Sequence[int] = (),
-        noise_jitter: float = 1e-3,
-        std_max: float = 0.1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
+    def __init__(self, shape: tuple[int, int], out_channels: int = 1, *,
+                 std_max: float = 0.1, **kwargs) -> None:
+        super().__init__(shape, 2 * out_channels, **kwargs)
         self.out_channels = out_channels
-        self.net = SkipNet(in_channels, 2 * out_channels, channels, skip, nonlocal_scales)
-        self.register_buffer("noise", torch.rand(1, in_channels, *shape, generator=g) * 0.1)
-        self.noise_jitter = noise_jitter
         self.std_max = std_max
 
     def distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.noise
-        if self.training and self.noise_jitter > 0:
-            z = z + torch.randn_like(z) * self.noise_jitter
-        out = self.net(z)  # sigmoid output
+        out = super().forward()  # sigmoid output, noise input jittered while training
         c = self.out_channels
         return out[:, :c], out[:, c:] * self.std_max + 1e-4
 
