@@ -231,3 +231,17 @@ def test_colour_stack_and_output_over_the_input_refused(tmp_path):
         with pytest.raises(ValueError, match="refusing to write over the input"):
             deblur_stack(str(src), out=out, **FAST)
     np.testing.assert_array_equal(np.asarray(zarr.open_array(str(src), mode="r")), frames)
+
+
+def test_auto_kernel_size_is_decided_once_for_a_zarr_output(tmp_path):
+    """With the default kernel_size="auto" every frame, and the output's kernel array, gets the
+    size the solver picks for the first frame (a per-frame choice would not fit the array)."""
+    from napari_glkm._sample_data import blurred_sample
+
+    blurry = blurred_sample("camera").blurry
+    frames = np.stack([blurry[100 + 3 * i: 196 + 3 * i, 120: 216] for i in range(3)])
+    opts = {k: v for k, v in FAST.items() if k != "kernel_size"}
+    res = deblur_stack(frames, out=tmp_path / "auto.zarr", **opts)
+    size = outofcore._auto_kernel_size(frames[0], dict(opts))
+    assert res.kernels.shape == (3, size, size)
+    assert size in (15, 23, 31)

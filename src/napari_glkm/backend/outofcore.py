@@ -113,10 +113,16 @@ def plan_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,
     size = chunk_frames or len(indices)
     chunks = [indices[s:s + size] for s in range(0, len(indices), size)]
     output = None
+    if isinstance(options.get("kernel_size", "auto"), str) and \
+            options.get("kernel_size", "auto") == "auto":
+        # Decided once, on the first frame to compute, so every frame (and the Zarr output's
+        # kernel array) has the same size.
+        first = int(reference) % n if shared_kernel else indices[0]
+        options["kernel_size"] = _auto_kernel_size(source.read(first), options)
     if out is not None:
-        kernel_size = options.get("kernel_size", 31)
+        kernel_size = options["kernel_size"]
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)):
-            raise ValueError(f"a Zarr output needs an integer kernel_size, got {kernel_size!r}")
+            raise ValueError(f"kernel_size must be 'auto' or an odd integer, got {kernel_size!r}")
         _check_not_input(out, data, src_path)
         settings = {k: v for k, v in options.items() if k not in ("preview_every", "device")}
         if src_path is not None:  # resuming is for the same input file only
@@ -260,6 +266,17 @@ def dask_client(client: Any = None, workers: int | None = None) -> Iterator[Any]
         yield c
 
 
+def _auto_kernel_size(frame: np.ndarray, options: dict) -> int:
+    """The size ``kernel_size="auto"`` picks for ``frame`` (the solver's own choice, read from
+    its first snapshot)."""
+    run = iter_deblur(frame, **{**options, "kernel_size": "auto", "preview_every": 1})
+    try:
+        step = next(run)
+    finally:
+        run.close()
+    return int(step.info["kernel_size"])
+
+
 def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,
                  frames: Any = None, shared_kernel: bool = False, warm_start: bool = True,
                  reference: int = 0, chunk_frames: int | None = None, client: Any = None,
@@ -300,7 +317,8 @@ def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = Non
         axis letters and OME-Zarr output metadata; read from the file when ``data`` is a path.
     **options:
         Options of :func:`~napari_glkm.iter_deblur` (``kernel_size``, ``preset``, ``seed``,
-        ``iterations``, ``device``, …); ``kernel_size`` must be an integer with ``out``.
+        ``iterations``, ``device``, …); ``kernel_size="auto"`` (the default) is decided once,
+        on the first frame to compute, and used for every frame.
 
     Returns
     -------
