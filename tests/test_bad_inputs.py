@@ -75,6 +75,10 @@ REFUSED = [
     ("unknown image prior", _structured, {"prior": "diffusionz"}, "unknown prior"),
     ("roi outside", _structured, {"roi": (400, 400, 500, 500)}, "region of interest"),
     ("beyond float32", lambda: _structured().astype(np.float64) * 1e300, {}, "float32 range"),
+    ("alpha beyond float32", lambda: np.dstack([_structured()] * 3 + [np.full((64, 64), 3.5e38)]),
+     {}, "float32 range"),  # found by the hypothesis fuzz test: alpha came back as inf
+    ("NaN alpha", lambda: np.dstack([_structured()] * 3 + [np.full((64, 64), np.nan)]), {},
+     "NaN"),
     ("huge image", lambda: np.broadcast_to(np.zeros((1, 1), np.uint8), (200_000, 200_000)),
      {}, "memory"),
 ]

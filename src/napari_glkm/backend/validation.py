@@ -118,11 +118,12 @@ def prepare_image(image: object, kernel_size: int) -> PreparedImage:
         )
     # Before reading a single value (the copies below are the first allocations).
     check_memory(h, w, 3 if arr.ndim == 3 else 1, kernel_size)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    whole = image  # colour and alpha: the alpha channel is returned, so it must be sane too
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(whole)):
         raise ValueError("the image contains NaN or infinite values; replace them first "
                          "(e.g. np.nan_to_num)")
     big = float(np.finfo(np.float32).max)
-    if np.issubdtype(arr.dtype, np.floating) and float(np.abs(arr).max()) > big:
+    if np.issubdtype(arr.dtype, np.floating) and float(np.abs(whole).max()) > big:
         raise ValueError(f"the image has values beyond the float32 range (|x| > {big:.3g}); "
                          f"rescale it first")
     if arr.min() == arr.max():
