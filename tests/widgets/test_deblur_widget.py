@@ -14,9 +14,9 @@ pytest.importorskip("pytestqt")
 from napari_glkm._sample_data import blurred_sample  # noqa: E402
 from napari_glkm._widgets._deblur import DeblurWidget, RunState  # noqa: E402
 from napari_glkm._widgets._state import state_for  # noqa: E402
+from widget_helpers import TIMEOUT_MS, deblur_widget, wait_done  # noqa: E402
 
 pytestmark = pytest.mark.gui
-TIMEOUT_MS = 240_000  # generous: the CI machine may be shared
 
 
 @pytest.fixture
@@ -25,24 +25,6 @@ def image96() -> np.ndarray:
     return blurred_sample("camera").blurry[200:296, 180:276].copy()
 
 
-
-
-def _widget(viewer, **settings) -> DeblurWidget:
-    w = DeblurWidget(viewer)
-    viewer.window.add_dock_widget(w, name="deblur")
-    w.reset_choices()
-    w.preset.setCurrentText(settings.get("preset", "fast"))
-    w.kernel_size.setValue(settings.get("kernel_size", 15))
-    w.iterations.setValue(settings.get("iterations", 1))
-    w.kernel_prior.setCurrentText(settings.get("kernel_prior", "free"))
-    w.preview_every.setValue(settings.get("preview_every", 1))
-    return w
-
-
-def _wait_done(qtbot, w, worker) -> None:
-    """Wait for the worker to finish and for the widget to have handled it."""
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=60_000)  # loaded CI
 
 
 def _messages(notes) -> str:
@@ -66,12 +48,12 @@ def test_run_creates_result_and_kernel_layers(make_napari_viewer, qtbot, image96
     layer = viewer.add_image(image96, name="cam", scale=(0.5, 0.25), translate=(10.0, -3.0),
                              units=("um", "um"))
     before = np.array(layer.data, copy=True)
-    w = _widget(viewer, kernel_prior="glkm")
+    w = deblur_widget(viewer, kernel_prior="glkm")
     assert w.image_combo.currentText() == "cam"
     assert w.worker is None and w.run_btn.isEnabled()
     worker = w.start()
     assert worker is not None and not w.run_btn.isEnabled()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     out, kern = viewer.layers["cam deblurred"], viewer.layers["cam kernel"]
     assert out.data.shape == (96, 96) and out.data.dtype == np.float32
     np.testing.assert_allclose(out.scale, layer.scale)
@@ -98,11 +80,11 @@ def test_diffusion_prior_runs_from_the_combobox(make_napari_viewer, qtbot, image
     monkeypatch.setitem(solver.DIFFUSION_ITERS, "fast", 2)  # the wiring, not the quality
     viewer = make_napari_viewer()
     viewer.add_image(image96, name="cam")
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     w.image_prior.setCurrentText("diffusion")
     assert w.options()["prior"] == "diffusion"
     worker = w.start()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     out = viewer.layers["cam deblurred"]
     assert out.data.shape == (96, 96) and np.all(np.isfinite(out.data))
 
@@ -112,12 +94,12 @@ def test_cancel_stops_and_keeps_partial_preview(make_napari_viewer, qtbot, image
     layer = viewer.add_image(image96, name="cam")
     before = np.array(layer.data, copy=True)
     # glkm with many iterations: far longer than the test waits before cancelling
-    w = _widget(viewer, iterations=20, kernel_prior="glkm")
+    w = deblur_widget(viewer, iterations=20, kernel_prior="glkm")
     worker = w.start()
     with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT_MS):
         pass
     w.cancel()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     assert w.run_btn.isEnabled() and not w.cancel_btn.isEnabled()
     np.testing.assert_array_equal(layer.data, before)
     assert "cam deblurred" not in viewer.layers
@@ -131,10 +113,10 @@ def test_stack_of_three_frames_reports_warm_start(make_napari_viewer, qtbot, ima
     viewer = make_napari_viewer()
     stack = np.stack([image96, np.roll(image96, 3, axis=0), np.roll(image96, 6, axis=1)])
     layer = viewer.add_image(stack, name="movie", scale=(2.0, 0.5, 0.5))
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     assert w.shared_kernel.isEnabled() and w.warm_start.isChecked()
     worker = w.start()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     out, kern = viewer.layers["movie deblurred"], viewer.layers["movie kernel"]
     assert out.data.shape == (3, 96, 96) and out.data.dtype == np.float32
     assert np.all(np.abs(out.data).reshape(3, -1).max(axis=1) > 0)  # every frame restored
@@ -153,12 +135,12 @@ def test_roi_from_shapes_layer_is_used(make_napari_viewer, qtbot, image96):
     # rectangle in world units: rows 20..160, cols 40..180 -> pixels 10..80, 20..90
     viewer.add_shapes([np.array([[20, 40], [20, 180], [160, 180], [160, 40]])],
                       shape_type="rectangle", name="roi")
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     w.roi_combo.setCurrentText("roi")
     worker = w.start()
     assert worker is not None
     assert w._job["opts"]["roi"] == (10, 20, 80, 90)
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     assert viewer.layers["cam deblurred"].metadata["napari_glkm"]["options"]["roi"] == (10, 20, 80, 90)
 
 
@@ -196,7 +178,7 @@ def test_bad_layers_notify_without_crashing(make_napari_viewer, notifications, c
         layer = viewer.add_image(rng.random((3, 20, 20)).astype(np.float32), name="small movie")
         expected = "too small"
     before = np.array(layer.data, copy=True)
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     assert w.start(layer) is None
     assert expected in _messages(notifications)
     assert w.run_btn.isEnabled() and w.worker is None and len(viewer.layers) == 1
@@ -207,10 +189,10 @@ def test_error_inside_the_run_is_notified(make_napari_viewer, qtbot, notificatio
     viewer = make_napari_viewer()
     stack = np.stack([image96, np.full_like(image96, 0.5)])  # frame 2 is constant
     layer = viewer.add_image(stack, name="movie")
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     worker = w.start()
     assert worker is not None  # the first frame is fine: the error comes from the worker
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     assert "constant" in _messages(notifications)
     assert w.run_btn.isEnabled() and w.worker is None
     assert "movie deblurred (partial)" in viewer.layers
@@ -223,10 +205,10 @@ def test_rgb_layer_gives_rgb_result(make_napari_viewer, qtbot):
     rgb = (blurred_sample("astronaut").blurry[100:196, 150:246] * 255).astype(np.uint8)
     layer = viewer.add_image(rgb, name="astro")
     assert layer.rgb
-    w = _widget(viewer)
+    w = deblur_widget(viewer)
     assert not w.shared_kernel.isEnabled()  # one colour image is not a stack
     worker = w.start()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     out = viewer.layers["astro deblurred"]
     assert out.rgb and out.data.shape == (96, 96, 3) and out.data.dtype == np.float32
     assert 100 < float(out.data.mean()) < 200  # the input's 0..255 range is kept

@@ -13,27 +13,10 @@ pytest.importorskip("zarr")
 
 from napari_glkm import deblur_stack  # noqa: E402
 from napari_glkm._sample_data import blurred_sample  # noqa: E402
-from napari_glkm._widgets._deblur import DeblurWidget, RunState  # noqa: E402
+from widget_helpers import deblur_widget, wait_done  # noqa: E402
 
 pytestmark = pytest.mark.gui
-TIMEOUT_MS = 240_000
 OPTS = dict(preset="fast", iterations=1, kernel_size=15, kernel_prior="free", seed=0)
-
-
-def _widget(viewer) -> DeblurWidget:
-    w = DeblurWidget(viewer)
-    viewer.window.add_dock_widget(w, name="deblur")
-    w.reset_choices()
-    w.preset.setCurrentText("fast")
-    w.kernel_size.setValue(15)
-    w.iterations.setValue(1)
-    w.kernel_prior.setCurrentText("free")
-    return w
-
-
-def _wait_done(qtbot, w, worker) -> None:
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=10_000)
 
 
 def test_dask_layer_gives_a_lazy_zarr_backed_result(make_napari_viewer, qtbot, tmp_path,
@@ -52,11 +35,11 @@ def test_dask_layer_gives_a_lazy_zarr_backed_result(make_napari_viewer, qtbot, t
     monkeypatch.setattr(da.Array, "__array__", guarded)
     viewer = make_napari_viewer()
     layer = viewer.add_image(lazy, name="big movie", scale=(2.0, 0.5, 0.5))
-    w = _widget(viewer)
+    w = deblur_widget(viewer, preview_every=None)
     worker = w.start()
     assert worker is not None
     assert "big movie deblurred (running)" in viewer.layers  # shown before any frame is done
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
 
     out, kern = viewer.layers["big movie deblurred"], viewer.layers["big movie kernel"]
     assert isinstance(out.data, da.Array) and isinstance(kern.data, da.Array)
@@ -75,7 +58,7 @@ def test_dask_layer_gives_a_lazy_zarr_backed_result(make_napari_viewer, qtbot, t
     viewer.layers.remove(out)
     viewer.layers.remove(kern)
     worker = w.start()
-    _wait_done(qtbot, w, worker)
+    wait_done(qtbot, w, worker)
     again = viewer.layers["big movie deblurred"]
     assert again.metadata["napari_glkm"]["zarr"] == zarr_path
     assert again.metadata["napari_glkm"]["frame_seconds"] == [None, None, None]

@@ -14,31 +14,16 @@ from napari.layers import Image  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_glkm._sample_data import blurred_sample  # noqa: E402
-from napari_glkm._widgets._deblur import DeblurWidget, RunState  # noqa: E402
 from napari_glkm._widgets._overlay import overlay_geometry  # noqa: E402
+from widget_helpers import deblur_widget, wait_done  # noqa: E402
 
 pytestmark = pytest.mark.gui
-TIMEOUT_MS = 240_000
 
 
 @pytest.fixture
 def image128() -> np.ndarray:
     """128 x 128 crop of the blurred `camera` sample (float32 in [0, 1])."""
     return blurred_sample("camera").blurry[200:328, 180:308].copy()
-
-
-def _widget(viewer, grid: int = 2) -> DeblurWidget:
-    w = DeblurWidget(viewer)
-    viewer.window.add_dock_widget(w, name="deblur")
-    w.reset_choices()
-    w.preset.setCurrentText("fast")
-    w.kernel_size.setValue(15)
-    w.iterations.setValue(1)
-    w.kernel_prior.setCurrentText("free")
-    w.preview_every.setValue(1)
-    w.nonuniform.setChecked(True)
-    w.grid.setValue(grid)
-    return w
 
 
 def test_overlay_geometry_follows_rotated_sheared_layer():
@@ -55,15 +40,14 @@ def test_overlay_geometry_follows_rotated_sheared_layer():
 def test_nonuniform_run_adds_aligned_overlay(make_napari_viewer, qtbot, image128):
     viewer = make_napari_viewer()
     layer = viewer.add_image(image128, name="cam", scale=(0.5, 0.5), translate=(10.0, 20.0))
-    w = _widget(viewer, grid=2)
+    w = deblur_widget(viewer, grid=2)
     assert w.grid.isEnabled() and w.options()["nonuniform"] and w.options()["grid"] == 2
     seen: list[tuple[bool, bool]] = []  # (overlay present, frame finished) at each update
     worker = w.start()
     assert worker is not None
     worker.yielded.connect(lambda u: seen.append(("cam kernel grid" in viewer.layers,
                                                   u.frame_done)))
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=10_000)
+    wait_done(qtbot, w, worker)
     assert any(present and not done for present, done in seen)  # shown live, before the end
 
     grid, patches = viewer.layers["cam kernel grid"], viewer.layers["cam patches"]
@@ -105,7 +89,7 @@ def test_nonuniform_refuses_stacks_and_too_fine_grids(make_napari_viewer, image1
     viewer = make_napari_viewer()
     single = viewer.add_image(image128, name="cam")
     stack = viewer.add_image(np.stack([image128, image128]), name="movie")
-    w = _widget(viewer)
+    w = deblur_widget(viewer, grid=2)
     w.image_combo.setCurrentText("movie")
     assert not w.nonuniform.isEnabled() and not w.grid.isEnabled()
     assert "stack" in w.nonuniform.toolTip()
