@@ -12,7 +12,9 @@ from skimage.registration import phase_cross_correlation
 
 from napari_glkm import deblur, iter_deblur
 from napari_glkm.backend.blur import conv_valid
-from napari_glkm.backend.kernel_size import candidate_sizes, choose_kernel_size, kernel_support
+from napari_glkm.backend.kernel_size import (
+    candidate_sizes, choose_kernel_size, compared_sizes, data_fit, kernel_support,
+)
 from napari_glkm.backend.metrics import aligned_psnr_ssim
 from napari_glkm.backend.noise import noise_lambda
 from napari_glkm.backend.saturation import estimation_weight, saturated_mask
@@ -74,13 +76,61 @@ def test_auto_size_follows_the_blur():
     assert sizes[0] < sizes[1], sizes
 
 
+def test_data_fit_ranks_noisy_and_smeared_kernels_below_the_true_one():
+    """The criterion that checks the quick size choice: restored with the true kernel, the
+    blurry image is explained better than with a kernel carrying estimation noise in a larger
+    box, or a smeared (over-smooth) one — the two ways an estimate in the wrong box fails."""
+    from scipy.ndimage import gaussian_filter
+
+    sharp = _camera(60, 60, 200)
+    for seed in (4, 5):
+        k = _kernel(21, seed=seed, extent=(0.9, 1.0))
+        noise = np.random.default_rng(1).normal(0, 0.01, (180, 180))
+        y_t = torch.from_numpy(np.clip(_blur(sharp, k) + noise, 0, 1))[None, None]
+
+        def fit(kern):
+            return data_fit(y_t, torch.from_numpy(kern)[None, None],
+                            lam=noise_lambda(2e-3, 0.01), alpha=0.8, iters=4, margin=20)
+
+        noisy = np.pad(k, 5) + 0.05 * k.max() * np.random.default_rng(2).random((31, 31))
+        f_true = fit(k)
+        assert f_true < 0.92 * fit(noisy / noisy.sum()), seed
+        assert f_true < 0.85 * fit(gaussian_filter(k, 1.5)), seed
+    assert compared_sizes(23, (23, 31)) == (23, 31) and compared_sizes(31, (23, 31)) == (31, 23)
+    assert compared_sizes(15, (15,)) == (15,)
+
+
+def test_auto_compares_two_sizes_and_keeps_the_better_fit(monkeypatch):
+    sharp = _camera(60, 60, 256)
+    k = _kernel(27, seed=6, extent=(0.9, 1.0))
+    y = np.clip(_blur(sharp, k) + np.random.default_rng(0).normal(0, 0.01, (230, 230)), 0, 1)
+    steps = list(iter_deblur(y.astype(np.float32), preset="fast", iterations=2, preview_every=1))
+    res = steps[-1]
+    fits = res.info["auto_size"]["data_fit"]
+    assert set(fits) == {"23", "31"}
+    assert res.info["kernel_size"] == int(min(fits, key=fits.get)) == res.kernel.shape[0]
+    assert [s.stage for s in steps].count("size") == 1
+    assert res.iteration + 1 == res.total  # the progress total counts both estimates
+    # the quick support rule alone (compare=False) runs one estimate
+    from dataclasses import replace
+
+    from napari_glkm.backend import solver
+    fast = solver.PRESETS["fast"]
+    monkeypatch.setitem(solver.PRESETS, "fast", replace(
+        fast, auto_size=replace(fast.auto_size, compare=False)))
+    single = deblur(y.astype(np.float32), preset="fast", iterations=2)
+    assert "data_fit" not in single.info["auto_size"] and len(single.losses) < len(res.history)
+
+
 def test_auto_is_the_default_and_reported():
     sharp = _camera()
     k = _kernel(11, seed=5)
     y = np.clip(_blur(sharp, k), 0, 1).astype(np.float32)
     res = deblur(y, preset="fast", iterations=1, kernel_prior="free")
     assert res.info["kernel_size_mode"] == "auto"
-    assert res.kernel_size == res.info["kernel_size"] == res.kernel.shape[0] == 23
+    fits = res.info["auto_size"]["data_fit"]  # 23 and 31 both estimated, the better fit kept
+    assert res.kernel_size == res.info["kernel_size"] == res.kernel.shape[0] == \
+        int(min(fits, key=fits.get))
     assert res.info["auto_size"]["candidates"] == [23, 31]
     assert "size" in res.timings
     fixed = deblur(y, preset="fast", iterations=1, kernel_size=15, kernel_prior="free")

@@ -267,14 +267,17 @@ def dask_client(client: Any = None, workers: int | None = None) -> Iterator[Any]
 
 
 def _auto_kernel_size(frame: np.ndarray, options: dict) -> int:
-    """The size ``kernel_size="auto"`` picks for ``frame`` (the solver's own choice, read from
-    its first snapshot)."""
+    """The size ``kernel_size="auto"`` picks for ``frame``: the solver's own choice, read from
+    its first snapshot that reports it (when auto compares two sizes by their data fit, that is
+    after both kernel estimates, before the image prior and the final restoration)."""
     run = iter_deblur(frame, **{**options, "kernel_size": "auto", "preview_every": 1})
     try:
-        step = next(run)
+        for step in run:
+            if "kernel_size" in step.info:
+                return int(step.info["kernel_size"])
     finally:
         run.close()
-    return int(step.info["kernel_size"])
+    raise RuntimeError("the solver finished without reporting a kernel size")
 
 
 def deblur_stack(data: Any, axis: int | str = 0, *, out: str | Path | None = None,

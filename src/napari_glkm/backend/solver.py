@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
-from .kernel_size import AutoSizeConfig, candidate_sizes, choose_kernel_size
+from .kernel_size import (
+    AutoSizeConfig, candidate_sizes, choose_kernel_size, compared_sizes, data_fit,
+)
 from .noise import check_noise, denoise_for_kernel_estimation, estimate_noise, noise_lambda
 from .saturation import check_saturation, estimation_weight, restoration_weight, saturated_mask
 from .nonblind import iter_sparse_deconv_tiled, sparse_deconv, wiener_deconv
@@ -680,6 +682,7 @@ def _run(
     lum_np = prepared.luminance()
     lum, weight, facts = _estimation_input(prepared, settings, kernel_size)
     info = dict(facts)
+    tried = (kernel_size,)  # sizes whose kernels are estimated (two when auto compares)
     if settings.candidates is not None:
         choice, note = _auto_size(lum, weight, settings.candidates, opts, roi)
         info["auto_size"] = choice.as_info()
@@ -687,12 +690,15 @@ def _run(
         if note is not None:
             info["kernel_size_note"] = note
             warnings.warn(note, UserWarning, stacklevel=2)
-        if choice.size != kernel_size:
-            kernel_size = choice.size
-            prior = _resized_prior(prior, kernel_size, seed)
-            if weight is not None:  # footprint of the saturated pixels for the chosen size
-                _, weight, _ = _estimation_input(prepared, settings, kernel_size)
-    info["kernel_size"] = kernel_size
+        # A blur beyond the largest size truncates every candidate, and the data fit favours
+        # narrow kernels among truncated ones: the largest size is kept without comparing.
+        compare = opts.auto_size.compare and not choice.exceeds
+        tried = compared_sizes(choice.size, settings.candidates) if compare else (choice.size,)
+        if weight is not None and tried[0] != kernel_size:  # saturation footprint of that size
+            _, weight, _ = _estimation_input(prepared, settings, tried[0])
+        kernel_size = tried[0]
+    if len(tried) == 1:
+        info["kernel_size"] = kernel_size
     info["kernel_size_mode"] = "auto" if settings.candidates is not None or \
         settings.chosen_eagerly else "fixed"
     lum = lum.to(dev)
@@ -700,35 +706,29 @@ def _run(
     if roi is None:
         side = opts.pyramid.max_side
         r, c = informative_crop(lum if weight is None else lum * weight, side)
-        y = lum[..., r : r + side, c : c + side]
-        wy = None if weight is None else weight[..., r : r + side, c : c + side]
+        h, w = min(side, lum.shape[-2] - r), min(side, lum.shape[-1] - c)
     else:
-        r, c = roi[0], roi[1]
-        y = lum[..., roi[0] : roi[2], roi[1] : roi[3]]
-        wy = None if weight is None else weight[..., roi[0] : roi[2], roi[1] : roi[3]]
-    h, w = y.shape[-2:]
+        r, c, h, w = roi[0], roi[1], roi[2] - roi[0], roi[3] - roi[1]
+    y = lum[..., r : r + h, c : c + w]
+    wy = None if weight is None else weight[..., r : r + h, c : c + w]
+    y_raw = torch.from_numpy(np.ascontiguousarray(lum_np))[None, None][..., r : r + h, c : c + w]
+    y_raw = y_raw.to(dev)
     guard = DivergenceGuard()
     info.update({"crop": (r, c, int(h), int(w)), "warm_start": init is not None,
                  "init": init_info, "recovered": guard.events})
     sigma = info["noise_sigma"]
     nsr = 3e-3 if settings.noise == "off" else noise_lambda(3e-3, sigma)
-    levels = 2 if init is not None else None
-    if encoder is not None:
-        t0 = time.perf_counter()
-        y_raw = torch.from_numpy(np.ascontiguousarray(lum_np))[None, None][..., r : r + h, c : c + w]
-        init = _network_start(encoder, prior, y_raw.to(dev))
-        levels = opts.init_levels
-        info["init_seconds"] = time.perf_counter() - t0
-    sizes = pyramid_sizes(kernel_size, opts.pyramid.min_kernel, opts.pyramid.ratio)
-    if levels is not None:
-        sizes = sizes[-levels:]
-    n_kernel = len(sizes) * opts.pyramid.outer_iters + 1
+    lam_final = opts.final_lambda if settings.noise == "off" else \
+        noise_lambda(opts.final_lambda, sigma)
+    levels = 2 if init is not None else opts.init_levels if encoder is not None else None
+
+    def n_kernel_iters(size: int) -> int:
+        n_scales = len(pyramid_sizes(size, opts.pyramid.min_kernel, opts.pyramid.ratio))
+        return min(n_scales, levels or n_scales) * opts.pyramid.outer_iters + 1
+
     n_proj = -(-opts.projection.steps // opts.projection.chunk)
-    total = n_kernel + n_proj + opts.dip.iters + 1
-    if patch_grid is not None:
-        total += n_local_iterations(opts.svola)
-        info.update(grid=patch_grid.grid, overlap=patch_grid.overlap,
-                    patch_shape=patch_grid.patch_shape)
+    total = sum(n_kernel_iters(s) + n_proj for s in tried) + (len(tried) > 1) \
+        + opts.dip.iters + 1
     timings: dict[str, float] = {}
     if settings.candidates is not None:
         timings["size"] = timings_size
@@ -751,19 +751,56 @@ def _run(
             yield snapshot(stage, loss, k_fn())
         it += 1
 
-    t0 = time.perf_counter()
-    k_est = torch.empty(0)
-    init_dev = None if init is None else init.to(dev)
-    for loss, k_est in coarse_to_fine_stage(y, kernel_size, opts.pyramid, init=init_dev,
-                                            levels=levels, weight=wy, guard=guard):
-        yield from record("kernel", loss, lambda: k_est)
-    timings["kernel"] = time.perf_counter() - t0
-    k_est = k_est.detach()
+    def estimate(size: int, prior_s, wy_s) -> Iterator[DeblurStep]:
+        """Pixel kernel (coarse to fine), then its projection into the prior; returns the
+        pixel kernel (``prior_s`` holds the projection)."""
+        start = None if init is None else init.to(dev)
+        if encoder is not None:
+            t0 = time.perf_counter()
+            start = _network_start(encoder, prior_s, y_raw)
+            info["init_seconds"] = info.get("init_seconds", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        k_est = torch.empty(0)
+        for loss, k_est in coarse_to_fine_stage(y, size, opts.pyramid, init=start,
+                                                levels=levels, weight=wy_s, guard=guard):
+            yield from record("kernel", loss, lambda: k_est)
+        timings["kernel"] = timings.get("kernel", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for loss in projection_stage(prior_s, k_est.detach(), opts.projection, guard=guard):
+            yield from record("glkm", loss, lambda: prior_s())
+        timings["glkm"] = timings.get("glkm", 0.0) + time.perf_counter() - t0
+        return k_est.detach()
 
-    t0 = time.perf_counter()
-    for loss in projection_stage(prior, k_est, opts.projection, guard=guard):
-        yield from record("glkm", loss, lambda: prior())
-    timings["glkm"] = time.perf_counter() - t0
+    def kernel_of(prior_s, k_est: torch.Tensor) -> torch.Tensor:
+        if opts.final_kernel == "prior" or opts.dip.iters > 0:
+            with torch.no_grad():
+                return prior_s().detach()
+        return k_est
+
+    results = []  # (size, prior, pixel kernel, weight crop, data fit)
+    for size in tried:
+        prior_s, wy_s = prior, wy
+        if size != prior.size:
+            prior_s = _resized_prior(prior, size, seed)
+        if weight is not None and size != tried[0]:
+            w_s = _estimation_input(prepared, settings, size)[1]
+            wy_s = None if w_s is None else w_s.to(dev)[..., r : r + h, c : c + w]
+        k_s = yield from estimate(size, prior_s, wy_s)
+        fit = float("nan")
+        if len(tried) > 1:
+            t0 = time.perf_counter()
+            fit = data_fit(y_raw, kernel_of(prior_s, k_s), lam=lam_final,
+                           alpha=opts.final_alpha, iters=opts.final_iters, weight=wy_s,
+                           margin=max(tried) // 2 + 5)
+            timings["size"] = timings.get("size", 0.0) + time.perf_counter() - t0
+        results.append((size, prior_s, k_s, wy_s, fit))
+    kernel_size, prior, k_est, wy, _ = min(results, key=lambda t: t[4]) if len(tried) > 1 \
+        else results[0]
+    if len(tried) > 1:
+        info["kernel_size"] = kernel_size
+        info["auto_size"]["data_fit"] = {str(t[0]): t[4] for t in results}
+        yield from record("size", min(t[4] for t in results), lambda: kernel_of(prior, k_est))
+    del results
 
     if opts.dip.iters > 0:
         t0 = time.perf_counter()
@@ -771,8 +808,7 @@ def _run(
             yield from record("dip", loss, lambda: prior())
         timings["dip"] = time.perf_counter() - t0
 
-    with torch.no_grad():
-        k = prior().detach() if opts.final_kernel == "prior" or opts.dip.iters > 0 else k_est
+    k = kernel_of(prior, k_est)
     patch_kernels = None
     if patch_grid is not None:
         gy, gx = patch_grid.grid
