@@ -691,8 +691,10 @@ def _run(
             info["kernel_size_note"] = note
             warnings.warn(note, UserWarning, stacklevel=2)
         # A blur beyond the largest size truncates every candidate, and the data fit favours
-        # narrow kernels among truncated ones: the largest size is kept without comparing.
-        compare = opts.auto_size.compare and not choice.exceeds
+        # narrow kernels among truncated ones: when the quick choice is the largest size and
+        # the blur may exceed it, the largest is kept without comparing.
+        compare = opts.auto_size.compare and not (
+            choice.exceeds and choice.size == max(settings.candidates))
         tried = compared_sizes(choice.size, settings.candidates) if compare else (choice.size,)
         if weight is not None and tried[0] != kernel_size:  # saturation footprint of that size
             _, weight, _ = _estimation_input(prepared, settings, tried[0])
@@ -779,6 +781,7 @@ def _run(
 
     results = []  # (size, prior, pixel kernel, weight crop, data fit)
     for size in tried:
+        torch.manual_seed(seed)  # each size's estimate is the one a fixed-size run makes
         prior_s, wy_s = prior, wy
         if size != prior.size:
             prior_s = _resized_prior(prior, size, seed)
@@ -789,8 +792,15 @@ def _run(
         fit = float("nan")
         if len(tried) > 1:
             t0 = time.perf_counter()
+            w_rest = None  # saturated pixels out of the restoration, as in the final step
+            if settings.saturation is not None:
+                w_np = restoration_weight(saturated_mask(prepared.data, settings.saturation),
+                                          size)
+                if w_np is not None:
+                    w_rest = torch.from_numpy(w_np)[None, None][..., r : r + h, c : c + w]
+                    w_rest = w_rest.to(dev, y_raw.dtype)
             fit = data_fit(y_raw, kernel_of(prior_s, k_s), lam=lam_final,
-                           alpha=opts.final_alpha, iters=opts.final_iters, weight=wy_s,
+                           alpha=opts.final_alpha, iters=opts.final_iters, weight=w_rest,
                            margin=max(tried) // 2 + 5)
             timings["size"] = timings.get("size", 0.0) + time.perf_counter() - t0
         results.append((size, prior_s, k_s, wy_s, fit))
