@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--seed", type=int, default=11, help="seed of the kernels and noise")
+    ap.add_argument("--offset", type=int, default=None,
+                    help="first photo index (default: 0 with the tuning seed 11, else 3); "
+                         "photo i is val image (offset + i) * 7 mod n")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/kernel_size_fast.json")
     ap.add_argument("--fixed-from", default=None,
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = make_set(args.sizes, args.per_size, args.crop, seed=args.seed,
-                     offset=0 if args.seed == 11 else 3)
+                     offset=args.offset if args.offset is not None else
+                     0 if args.seed == 11 else 3)
     large = make_set(args.large, 1, args.crop, seed=args.seed + 1, offset=50) if args.large else []
     head = "".join(f"{'k=' + str(s):>8}" for s in FIXED)
     print(f"{'box':>4}{'supp':>6}{head}{'auto':>8}{'->':>4}{'best':>8}{'gap':>7}{'auto s':>8}")
