@@ -187,7 +187,7 @@ def choose_kernel_size(
         ws_ = -F.adaptive_max_pool2d(-wcrop, (hs, ws))
     k_small = max(int(round(largest * cfg.scale)) | 1, 7)
     k_small = min(k_small, (min(hs, ws) // 2 - 1) | 1)
-    cfg_p = replace(pyramid, outer_iters=cfg.outer_iters)
+    cfg_p = replace(pyramid, outer_iters=cfg.outer_iters, refine_iters=0)
     k = None
     for _loss, k in coarse_to_fine_stage(ys, k_small, cfg_p, weight=ws_):
         pass

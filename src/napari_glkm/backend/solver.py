@@ -726,7 +726,8 @@ def _run(
 
     def n_kernel_iters(size: int) -> int:
         n_scales = len(pyramid_sizes(size, opts.pyramid.min_kernel, opts.pyramid.ratio))
-        return min(n_scales, levels or n_scales) * opts.pyramid.outer_iters + 1
+        return min(n_scales, levels or n_scales) * opts.pyramid.outer_iters + \
+            opts.pyramid.refine_iters + 1
 
     n_proj = -(-opts.projection.steps // opts.projection.chunk)
     total = sum(n_kernel_iters(s) + n_proj for s in tried) + (len(tried) > 1) \
@@ -828,7 +829,8 @@ def _run(
 
         t0 = time.perf_counter()
         k_loc = k
-        for loss, k_loc in local_kernel_stage(lum, patch_grid, k, opts.pyramid, opts.svola):
+        local_pyr = replace(opts.pyramid, refine_iters=0)  # counted by n_local_iterations
+        for loss, k_loc in local_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
             grid_now[0] = to_grid(k_loc)
             yield from record("local", loss, lambda: k)
         conf = patch_confidence(lum, patch_grid, opts.svola.anchor_energy).to(k.dtype)
