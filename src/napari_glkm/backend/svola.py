@@ -85,7 +85,7 @@ class SVOLAConfig:
     final_kernel: str = "prior"  # "prior" (G(F_p)) or "estimate" (trusted pixel kernels)
     prox: float = 0.3  # relative pull of the patch kernels towards the global one
     support_radius: int | None = 4  # patch kernel support: global support dilated (px)
-    select: bool = True  # per-patch model selection (local kernel vs global kernel)
+    select: bool = False  # per-patch L0-energy model selection (off: it rejects good kernels)
     select_lambda: float = 1e-3
     select_margin: float = 0.02
     recentre: bool = True  # shift patch kernels to the global kernel's centre of mass
