@@ -26,9 +26,9 @@ the estimated patch kernels are re-centred to the global kernel's centre of mass
 
 Usage::
 
+    python benchmarks/nonuniform.py [--n 8] [--crop 256|0] [--grid 3] [--modes fast,nonuniform]
     python benchmarks/nonuniform.py --n 6 \
         --modes fast,nonuniform-fast,oracle-uniform,oracle-svola
-    python benchmarks/nonuniform.py --n 6 --modes fast,nonuniform-fast,oracle-uniform,oracle-svola
     python benchmarks/nonuniform.py --timing512     # 512x512, 4x4 grid, default preset
 """
 
