@@ -56,6 +56,12 @@ def _override(opts, item: str):
     if rest:
         return replace(opts, **{head: _override(current, f"{rest}={value}")})
     cast = type(current)
+    if cast is bool:  # bool("False") is True: parse the word
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key} needs true or false, got {value!r}")
+        return replace(opts, **{head: value.lower() in ("true", "1")})
+    if current is None:  # an optional field: a number, or none
+        return replace(opts, **{head: None if value.lower() == "none" else float(value)})
     return replace(opts, **{head: value if cast is str else cast(float(value)) if cast is int else cast(value)})
 
 

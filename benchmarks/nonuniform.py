@@ -9,6 +9,16 @@ extent 80-100 %, seeded per image) rotated in-plane by ``max_angle * (u + v) / 2
 +-max_angle at opposite corners). The valid blur gives a ``crop x crop`` blurry image; 1 %
 Gaussian noise (sigma 0.01) is added and values clipped to [0, 1].
 
+``--crop 0`` uses the whole photo (481 x 321 or 321 x 481, minus the 30-pixel kernel margin)
+instead of the 256 centre crop: larger patches for the same grid, the same +-max_angle at the
+corners. The 256 crop stays the default so that results remain comparable.
+
+Oracles (modes ``oracle-uniform`` and ``oracle-svola``; non-blind, the solvers' final step
+with weight ``noise_lambda(2e-3, sigma)``): the uniform restoration with the mean kernel of the
+true field, and the SVOLA restoration with the true kernels taken at the centres of the
+estimator's ``--grid`` patches. They bound what the blind modes can reach: the gap between the
+two is all that non-uniform estimation can gain over a perfect uniform kernel.
+
 Scoring: :func:`napari_glkm.backend.metrics.aligned_psnr_ssim` against the sharp centre crop —
 the SelfDeblur protocol (one *global* shift within +-10 px at 0.25 px steps, 15 px border crop,
 PSNR with peak 1, SSIM 11x11 Gaussian sigma 1.5). A global shift is the right alignment here:
@@ -16,7 +26,9 @@ the estimated patch kernels are re-centred to the global kernel's centre of mass
 
 Usage::
 
-    python benchmarks/nonuniform.py [--n 8] [--crop 256] [--grid 3] [--modes fast,default,nonuniform]
+    python benchmarks/nonuniform.py [--n 8] [--crop 256|0] [--grid 3] [--modes fast,nonuniform]
+    python benchmarks/nonuniform.py --n 6 \
+        --modes fast,nonuniform-fast,oracle-uniform,oracle-svola
     python benchmarks/nonuniform.py --timing512     # 512x512, 4x4 grid, default preset
 """
 
@@ -35,8 +47,11 @@ from scipy import ndimage
 from skimage import color, io
 
 from napari_glkm import deblur
-from napari_glkm.backend.blur import svola_blur, svola_windows
+from napari_glkm.backend.blur import svola_blur, svola_windows, svola_windows_1d
 from napari_glkm.backend.metrics import aligned_psnr_ssim
+from napari_glkm.backend.noise import noise_lambda
+from napari_glkm.backend.nonblind import sparse_deconv
+from napari_glkm.backend.svola import make_patch_grid, svola_restore
 from napari_glkm.backend.trajectories import TrajectoryParams, motion_kernels
 
 BSDS_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "bsds500" / "val"
@@ -58,21 +73,58 @@ def kernel_field(seed: int, grid: int, max_angle: float) -> np.ndarray:
     return np.stack([[rotate_kernel(k0, max_angle * (a + b) / 2) for b in u] for a in u])
 
 
+def true_kernels_at(seed: int, shape: tuple[int, int], centres: np.ndarray,
+                    max_angle: float) -> np.ndarray:
+    """``(N, 31, 31)`` true kernels of :func:`kernel_field` at ``centres`` ``(N, 2)`` (row, col
+    pixels of the blurry image of ``shape``): the same rotation law, continued between the
+    true grid's patch centres (for the oracles)."""
+    k0 = np.pad(motion_kernels(1, 21, rng=seed, params=LONG_PATHS, dtype=np.float64)[0], 5)
+    _, cy, _ = svola_windows_1d(shape[0], TRUE_GRID, 0.5)
+    _, cx, _ = svola_windows_1d(shape[1], TRUE_GRID, 0.5)
+    u = -1 + 2 * (centres[:, 0] - float(cy[0])) / (float(cy[-1]) - float(cy[0]))
+    v = -1 + 2 * (centres[:, 1] - float(cx[0])) / (float(cx[-1]) - float(cx[0]))
+    return np.stack([rotate_kernel(k0, max_angle * (a + b) / 2) for a, b in zip(u, v)])
+
+
 def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float):
-    """Sharp ``(crop, crop)`` truth, blurry ``(crop, crop)`` image and the true kernel field."""
+    """Sharp truth, blurry image (``(crop, crop)``; ``crop=0``: the whole photo less the
+    kernel margin) and the true kernel field."""
     img = io.imread(path)
     gray = color.rgb2gray(img) if img.ndim == 3 else img / 255.0
-    side = crop + K - 1
-    r0, c0 = (gray.shape[0] - side) // 2, (gray.shape[1] - side) // 2
-    sharp = gray[r0 : r0 + side, c0 : c0 + side].astype(np.float64)
+    if crop:
+        side = crop + K - 1
+        r0, c0 = (gray.shape[0] - side) // 2, (gray.shape[1] - side) // 2
+        sharp = gray[r0 : r0 + side, c0 : c0 + side].astype(np.float64)
+    else:  # the whole photo (481 x 321 or 321 x 481)
+        sharp = gray.astype(np.float64)
+    out_shape = (sharp.shape[0] - K + 1, sharp.shape[1] - K + 1)
     field = kernel_field(seed, TRUE_GRID, max_angle)
-    win, _ = svola_windows((crop, crop), (TRUE_GRID, TRUE_GRID), 0.5, pad=K // 2,
+    win, _ = svola_windows(out_shape, (TRUE_GRID, TRUE_GRID), 0.5, pad=K // 2,
                            dtype=torch.float64)
     ks = torch.from_numpy(field.reshape(-1, 1, K, K))
     y = svola_blur(torch.from_numpy(sharp)[None, None], ks, win)[0, 0].numpy()
     y = y + noise * np.random.default_rng(seed).normal(size=y.shape)
     c = K // 2
-    return sharp[c : c + crop, c : c + crop], np.clip(y, 0, 1).astype(np.float32), field
+    truth = sharp[c : c + out_shape[0], c : c + out_shape[1]]
+    return truth, np.clip(y, 0, 1).astype(np.float32), field
+
+
+def oracle(mode: str, blurry: np.ndarray, grid: int, seed: int, max_angle: float,
+           noise: float) -> np.ndarray:
+    """Non-blind restorations with the *true* kernels (upper bounds for the blind modes), by
+    the solvers' own final step (hyper-Laplacian, weight ``noise_lambda(2e-3, noise)``):
+    ``oracle-uniform``: one kernel, the mean of the true field; ``oracle-svola``: the true
+    kernels at the centres of the estimator's ``grid x grid`` patches, SVOLA restoration."""
+    y = torch.from_numpy(blurry.astype(np.float64))[None, None]
+    lam = noise_lambda(2e-3, noise)
+    if mode == "oracle-uniform":
+        k = kernel_field(seed, TRUE_GRID, max_angle).reshape(-1, K, K).mean(0)
+        x = sparse_deconv(y, torch.from_numpy(k)[None, None], lam=lam)
+    else:
+        pg = make_patch_grid(blurry.shape, K, grid=grid, overlap=0.5)
+        ks = true_kernels_at(seed, blurry.shape, pg.centres.reshape(-1, 2), max_angle)
+        x = svola_restore(y, torch.from_numpy(ks)[:, None], pg, lam=lam, alpha=0.8, outer=4)
+    return np.clip(x[0, 0].numpy(), 0, 1)
 
 
 def run_mode(mode: str, blurry: np.ndarray, grid: int) -> tuple[np.ndarray, float, object]:
@@ -135,7 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
         gt, blurry, _ = make_case(path, args.crop, i, args.max_angle, args.noise)
         row = {"image": path.stem}
         for m in modes:
-            est, sec, _ = run_mode(m, blurry, args.grid)
+            if m.startswith("oracle"):
+                t0 = time.perf_counter()
+                est = oracle(m, blurry, args.grid, i, args.max_angle, args.noise)
+                sec = time.perf_counter() - t0
+            else:
+                est, sec, _ = run_mode(m, blurry, args.grid)
             s = aligned_psnr_ssim(est, gt)
             row[m] = {"psnr": s["psnr"], "ssim": s["ssim"], "seconds": sec}
         blur_score = aligned_psnr_ssim(blurry.astype(np.float64), gt)

@@ -17,10 +17,13 @@ Schedule (global -> local), run by :func:`~napari_glkm.backend.solver.iter_deblu
    those targets: ``Σ_p ||G(F_p) - t_p||_1 + smoothness Σ_{p~q} mean((F_p - F_q)²)`` over
    4-neighbours, so the GLKM prior and the neighbours regularise noisy patch estimates. The
    results are shifted by whole pixels to ``k_g``'s centre of mass (``recentre``).
-4. **select** — model selection per patch: the patch kernel is kept only if its L0 deblurring
-   energy on the patch (:func:`l0_energy`) is lower than ``k_g``'s by more than
-   ``select_margin`` (relative); otherwise the patch uses ``k_g`` exactly. If no patch keeps its
-   own kernel the restoration is the uniform one (a uniform blur gives the uniform result).
+4. **select** (opt-in, ``select=True``) — model selection per patch: the patch kernel is kept
+   only if its L0 deblurring energy on the patch (:func:`l0_energy`) is lower than ``k_g``'s by
+   more than ``select_margin`` (relative); otherwise the patch uses ``k_g`` exactly. If no patch
+   keeps its own kernel the restoration is the uniform one. Off by default: on ~128-pixel
+   patches the energy of the *true* kernel was higher than the global estimate's in 13 of 27
+   patches of the synthetic benchmark, and dropping the step gained +0.3 dB there while Levin
+   (uniform blur) stayed above the uniform mode (docs/benchmarks.md, Non-uniform).
 5. **final** — hyper-Laplacian deconvolution on the SVOLA model (conjugate gradients on the
    normal equations of ``Σ_p (w_p ⊙ x) ⋆ k_p``) at full resolution.
 
@@ -65,8 +68,8 @@ class SVOLAConfig:
         Pull of the patch kernels towards the global kernel (relative to the data term) and
         the dilation (pixels at full kernel size) of the global support they are confined to.
     select / select_lambda / select_margin:
-        Per-patch model selection (L0 energy with ``select_lambda``; the patch kernel must
-        beat the global kernel by the relative ``select_margin``).
+        Per-patch model selection, off by default (L0 energy with ``select_lambda``; the patch
+        kernel must beat the global kernel by the relative ``select_margin``).
     recentre:
         Shift the patch kernels to the global kernel's centre of mass.
     """
@@ -85,7 +88,7 @@ class SVOLAConfig:
     final_kernel: str = "prior"  # "prior" (G(F_p)) or "estimate" (trusted pixel kernels)
     prox: float = 0.3  # relative pull of the patch kernels towards the global one
     support_radius: int | None = 4  # patch kernel support: global support dilated (px)
-    select: bool = True  # per-patch model selection (local kernel vs global kernel)
+    select: bool = False  # per-patch L0-energy model selection (off: it rejects good kernels)
     select_lambda: float = 1e-3
     select_margin: float = 0.02
     recentre: bool = True  # shift patch kernels to the global kernel's centre of mass
