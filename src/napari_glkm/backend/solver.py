@@ -732,6 +732,10 @@ def _run(
     n_proj = -(-opts.projection.steps // opts.projection.chunk)
     total = sum(n_kernel_iters(s) + n_proj for s in tried) + (len(tried) > 1) \
         + opts.dip.iters + 1
+    if patch_grid is not None:
+        total += n_local_iterations(opts.svola)
+        info.update(grid=patch_grid.grid, overlap=patch_grid.overlap,
+                    patch_shape=patch_grid.patch_shape)
     timings: dict[str, float] = {}
     if settings.candidates is not None:
         timings["size"] = timings_size
