@@ -11,6 +11,7 @@ pytest.importorskip("pytestqt")
 
 from napari_glkm._sample_data import blurred_sample  # noqa: E402
 from napari_glkm._widgets._deblur import DeblurWidget, RunState  # noqa: E402
+from napari_glkm._widgets._layers import kernel_kwargs  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -38,5 +39,10 @@ def test_auto_size_is_default_and_reported(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=10_000)
     kern = viewer.layers["cam kernel"].data
     assert f"Kernel {kern.shape[0]} px (auto), noise" in w.status.text()
+    # auto estimated 23 and 31 px kernels in turn: the live kernel layer followed the size
+    # and is placed for the final one
+    placed = kernel_kwargs(viewer.layers["cam"], kern.shape)
+    np.testing.assert_allclose(viewer.layers["cam kernel"].scale, placed["scale"])
+    np.testing.assert_allclose(viewer.layers["cam kernel"].translate, placed["translate"])
     w.kernel_size.setValue(15)  # a fixed size still works as before
     assert w.options()["kernel_size"] == 15

@@ -368,9 +368,18 @@ class DeblurWidget(QWidget):
         layer: Image = job["layer"]
         if job["out"] is None:
             job["out"] = np.zeros((plan.n_frames,) + plan.frame_shape, np.float32)
+        if job.get("kern") is None or job["kern"].shape[1:] != u.kernel.shape:
+            # the first kernel, or kernel_size="auto" moving between the two sizes it compares
             kshape = u.kernel.shape if job["shared"] or not plan.lead else plan.lead + u.kernel.shape
             job["kern"] = np.zeros((plan.n_frames,) + u.kernel.shape, np.float32)
             job["kshape"] = kshape
+            kern_layer = job.get("kern_layer")
+            if kern_layer is not None and kern_layer in self.viewer.layers:
+                placed = kernel_kwargs(layer, kshape)
+                kern_layer.data = job["kern"][0] if len(kshape) == 2 else \
+                    job["kern"].reshape(kshape)
+                kern_layer.scale, kern_layer.translate = placed["scale"], placed["translate"]
+                kern_layer.metadata.update(placed["metadata"])
         if u.image is not None:
             job["out"][u.frame] = u.image
         job["kern"][u.frame] = u.kernel
