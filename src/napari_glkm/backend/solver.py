@@ -37,7 +37,7 @@ import torch
 
 from .kernel_prior import FreeKernelPrior, GeneratorKernelPrior, resize_kernel
 from .kernel_size import (
-    AutoSizeConfig, candidate_sizes, choose_kernel_size, compared_sizes, data_fit,
+    AutoSizeConfig, candidate_sizes, choose_kernel_size, compared_sizes, restoration_scores,
 )
 from .noise import check_noise, denoise_for_kernel_estimation, estimate_noise, noise_lambda
 from .saturation import check_saturation, estimation_weight, restoration_weight, saturated_mask
@@ -690,9 +690,8 @@ def _run(
         if note is not None:
             info["kernel_size_note"] = note
             warnings.warn(note, UserWarning, stacklevel=2)
-        # A blur beyond the largest size truncates every candidate, and the data fit favours
-        # narrow kernels among truncated ones: when the quick choice is the largest size and
-        # the blur may exceed it, the largest is kept without comparing.
+        # A blur beyond the largest size truncates every candidate: when the quick choice is
+        # the largest size and the blur may exceed it, the largest is kept without comparing.
         compare = opts.auto_size.compare and not (
             choice.exceeds and choice.size == max(settings.candidates))
         tried = compared_sizes(choice.size, settings.candidates) if compare else (choice.size,)
@@ -784,7 +783,7 @@ def _run(
                 return prior_s().detach()
         return k_est
 
-    results = []  # (size, prior, pixel kernel, weight crop, data fit)
+    results = []  # (size, prior, pixel kernel, weight crop, restoration scores)
     for size in tried:
         torch.manual_seed(seed)  # each size's estimate is the one a fixed-size run makes
         prior_s, wy_s = prior, wy
@@ -794,7 +793,7 @@ def _run(
             w_s = _estimation_input(prepared, settings, size)[1]
             wy_s = None if w_s is None else w_s.to(dev)[..., r : r + h, c : c + w]
         k_s = yield from estimate(size, prior_s, wy_s)
-        fit = float("nan")
+        fit = {"sparsity": float("nan"), "residual": float("nan")}
         if len(tried) > 1:
             t0 = time.perf_counter()
             w_rest = None  # saturated pixels out of the restoration, as in the final step
@@ -804,17 +803,18 @@ def _run(
                 if w_np is not None:
                     w_rest = torch.from_numpy(w_np)[None, None][..., r : r + h, c : c + w]
                     w_rest = w_rest.to(dev, y_raw.dtype)
-            fit = data_fit(y_raw, kernel_of(prior_s, k_s), lam=lam_final,
+            fit = restoration_scores(y_raw, kernel_of(prior_s, k_s), lam=lam_final,
                            alpha=opts.final_alpha, iters=opts.final_iters, weight=w_rest,
                            margin=max(tried) // 2 + 5)
             timings["size"] = timings.get("size", 0.0) + time.perf_counter() - t0
         results.append((size, prior_s, k_s, wy_s, fit))
-    kernel_size, prior, k_est, wy, _ = min(results, key=lambda t: t[4]) if len(tried) > 1 \
-        else results[0]
+    # the sharpest, cleanest restoration (lowest normalised gradient sparsity) wins
+    kernel_size, prior, k_est, wy, _ = min(results, key=lambda t: t[4]["sparsity"])
     if len(tried) > 1:
         info["kernel_size"] = kernel_size
-        info["auto_size"]["data_fit"] = {str(t[0]): t[4] for t in results}
-        yield from record("size", min(t[4] for t in results), lambda: kernel_of(prior, k_est))
+        info["auto_size"]["scores"] = {str(t[0]): t[4] for t in results}
+        yield from record("size", min(t[4]["sparsity"] for t in results),
+                          lambda: kernel_of(prior, k_est))
     del results
 
     if opts.dip.iters > 0:
