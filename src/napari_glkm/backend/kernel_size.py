@@ -79,7 +79,7 @@ class AutoSizeConfig:
         docs/benchmarks.md).
     compare:
         Check the quick choice by estimating the kernel with it and its neighbouring candidate
-        and keeping the size whose restoration fits the data best (:func:`compared_sizes`,
+        and keeping the size whose restoration is sharpest (:func:`compared_sizes`,
         :func:`restoration_scores`); about twice the kernel-estimation time. ``False``: the quick
         choice alone.
     """
@@ -203,7 +203,7 @@ def choose_kernel_size(
 
 
 def compared_sizes(size: int, candidates: tuple[int, ...]) -> tuple[int, ...]:
-    """The sizes whose estimates are compared by the data fit: the quick choice ``size`` and
+    """The sizes whose estimates are compared: the quick choice ``size`` and
     its neighbour among ``candidates`` (the next larger one; the next smaller one when
     ``size`` is the largest). The quick choice comes first.
 
@@ -218,8 +218,9 @@ def compared_sizes(size: int, candidates: tuple[int, ...]) -> tuple[int, ...]:
     return (size, other)
 
 
-def restoration_scores(y: torch.Tensor, k: torch.Tensor, *, lam: float, alpha: float, iters: int,
-             weight: torch.Tensor | None = None, margin: int = 0) -> dict[str, float]:
+def restoration_scores(y: torch.Tensor, k: torch.Tensor, *, lam: float, alpha: float,
+                       iters: int, weight: torch.Tensor | None = None,
+                       margin: int = 0) -> dict[str, float]:
     """Scores of the restoration of the blurry ``y`` ``(1, 1, H, W)`` in [0, 1] with kernel ``k``
     ``(1, 1, s, s)``: ``x`` = the image the final step would give (hyper-Laplacian
     restoration with ``lam``, ``alpha``, ``iters`` and its data ``weight``, e.g. saturated

@@ -268,7 +268,7 @@ def dask_client(client: Any = None, workers: int | None = None) -> Iterator[Any]
 
 def _auto_kernel_size(frame: np.ndarray, options: dict) -> int:
     """The size ``kernel_size="auto"`` picks for ``frame``: the solver's own choice, read from
-    its first snapshot that reports it (when auto compares two sizes by their data fit, that is
+    its first snapshot that reports it (when auto compares two sizes, that is
     after both kernel estimates, before the image prior and the final restoration)."""
     run = iter_deblur(frame, **{**options, "kernel_size": "auto", "preview_every": 1})
     try:

@@ -554,19 +554,29 @@ def _estimation_input(prepared: PreparedImage, settings: _RunSettings, kernel_si
     facts = {"noise_sigma": sigma, "noise_estimate": est, "noise_mode": (
         "given" if isinstance(settings.noise, float) else settings.noise)}
     lum_d = lum_np if settings.noise == "off" else denoise_for_kernel_estimation(lum_np, sigma)
-    weight = None
+    w = None
     facts["saturated_fraction"] = 0.0
     if settings.saturation is not None:
         mask = saturated_mask(prepared.data, settings.saturation)
         facts["saturated_fraction"] = float(mask.any(axis=-1).mean())
-        weight = estimation_weight(mask, kernel_size)
-        if weight is not None and weight.mean() < 0.2:
+        w, dropped = _saturation_weight(mask, kernel_size)
+        if dropped:
             facts["saturation_note"] = ("more than 80 % of the image is within a kernel of a "
                                         "clipped pixel: saturated pixels were not excluded")
-            weight = None
     lum = torch.from_numpy(np.ascontiguousarray(lum_d))[None, None]
-    w = None if weight is None else torch.from_numpy(weight)[None, None]
     return lum, w, facts
+
+
+def _saturation_weight(mask: np.ndarray, kernel_size: int) -> tuple[torch.Tensor | None, bool]:
+    """Kernel-estimation weight ``(1, 1, H, W)`` for saturation ``mask`` and a kernel size (0
+    within a kernel of a clipped pixel), or ``None`` when nothing is clipped or when more than
+    80 % of the image would be excluded — then nothing is, and the flag says so."""
+    weight = estimation_weight(mask, kernel_size)
+    if weight is None:
+        return None, False
+    if weight.mean() < 0.2:
+        return None, True
+    return torch.from_numpy(weight)[None, None], False
 
 
 def _auto_size(lum: torch.Tensor, weight, candidates, opts: DeblurOptions, roi):
@@ -682,6 +692,7 @@ def _run(
     lum_np = prepared.luminance()
     lum, weight, facts = _estimation_input(prepared, settings, kernel_size)
     info = dict(facts)
+    weight_size = kernel_size  # the size whose saturation footprint ``weight`` is
     tried = (kernel_size,)  # sizes whose kernels are estimated (two when auto compares)
     if settings.candidates is not None:
         choice, note = _auto_size(lum, weight, settings.candidates, opts, roi)
@@ -695,9 +706,12 @@ def _run(
         compare = opts.auto_size.compare and not (
             choice.exceeds and choice.size == max(settings.candidates))
         tried = compared_sizes(choice.size, settings.candidates) if compare else (choice.size,)
-        if weight is not None and tried[0] != kernel_size:  # saturation footprint of that size
-            _, weight, _ = _estimation_input(prepared, settings, tried[0])
         kernel_size = tried[0]
+    sat_mask = None if settings.saturation is None else \
+        saturated_mask(prepared.data, settings.saturation)
+    est_mask = sat_mask if weight is not None else None  # None: estimation uses every pixel
+    if est_mask is not None and kernel_size != weight_size:  # footprint of the first size
+        weight = _saturation_weight(est_mask, kernel_size)[0]
     if len(tried) == 1:
         info["kernel_size"] = kernel_size
     info["kernel_size_mode"] = "auto" if settings.candidates is not None or \
@@ -789,23 +803,21 @@ def _run(
         prior_s, wy_s = prior, wy
         if size != prior.size:
             prior_s = _resized_prior(prior, size, seed)
-        if weight is not None and size != tried[0]:
-            w_s = _estimation_input(prepared, settings, size)[1]
+        if est_mask is not None and size != tried[0]:
+            w_s = _saturation_weight(est_mask, size)[0]
             wy_s = None if w_s is None else w_s.to(dev)[..., r : r + h, c : c + w]
         k_s = yield from estimate(size, prior_s, wy_s)
         fit = {"sparsity": float("nan"), "residual": float("nan")}
         if len(tried) > 1:
             t0 = time.perf_counter()
             w_rest = None  # saturated pixels out of the restoration, as in the final step
-            if settings.saturation is not None:
-                w_np = restoration_weight(saturated_mask(prepared.data, settings.saturation),
-                                          size)
-                if w_np is not None:
-                    w_rest = torch.from_numpy(w_np)[None, None][..., r : r + h, c : c + w]
-                    w_rest = w_rest.to(dev, y_raw.dtype)
+            w_np = None if sat_mask is None else restoration_weight(sat_mask, size)
+            if w_np is not None:
+                w_rest = torch.from_numpy(w_np)[None, None][..., r : r + h, c : c + w]
+                w_rest = w_rest.to(dev, y_raw.dtype)
             fit = restoration_scores(y_raw, kernel_of(prior_s, k_s), lam=lam_final,
-                           alpha=opts.final_alpha, iters=opts.final_iters, weight=w_rest,
-                           margin=max(tried) // 2 + 5)
+                                     alpha=opts.final_alpha, iters=opts.final_iters,
+                                     weight=w_rest, margin=max(tried) // 2 + 5)
             timings["size"] = timings.get("size", 0.0) + time.perf_counter() - t0
         results.append((size, prior_s, k_s, wy_s, fit))
     # the sharpest, cleanest restoration (lowest normalised gradient sparsity) wins
