@@ -16,7 +16,7 @@ from napari_glkm.backend.kernel_size import (
     candidate_sizes, choose_kernel_size, compared_sizes, kernel_support, restoration_scores,
 )
 from napari_glkm.backend.metrics import aligned_psnr_ssim
-from napari_glkm.backend.noise import noise_lambda
+from napari_glkm.backend.noise import estimate_noise, noise_lambda
 from napari_glkm.backend.saturation import estimation_weight, saturated_mask
 from napari_glkm.backend.stack import deblur_stack
 from napari_glkm.backend.trajectories import TrajectoryParams, motion_kernels
@@ -239,6 +239,20 @@ def test_rgba_alpha_untouched_and_input_unchanged():
 
 
 # -- noise --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sigma", [0.004, 0.01, 0.02])
+def test_noise_estimate_of_an_8_bit_image_is_not_stuck_on_the_lattice(sigma):
+    # a plain median of the Haar band of 8-bit data moves in steps of 0.0029 (1/510 / 0.6745):
+    # 0.004 read as 0.0029 or 0.0058, 0.01 as 0.0087
+    flat = np.full((256, 256), 0.4)
+    y = np.clip(flat + np.random.default_rng(1).normal(0, sigma, flat.shape), 0, 1)
+    y8 = np.round(y * 255) / 255
+    assert abs(estimate_noise(y8) - sigma) < 0.1 * sigma, estimate_noise(y8)
+    # as the solver sees it: 8-bit data converted to float32 (rounding splits lattice points)
+    y8_32 = y8.astype(np.float32)
+    assert abs(estimate_noise(y8_32) - sigma) < 0.1 * sigma, estimate_noise(y8_32)
+    assert abs(estimate_noise(y) - sigma) < 0.05 * sigma
+
 
 def test_noise_lambda_grows_above_the_reference_only():
     assert noise_lambda(2e-3, 0.0) == noise_lambda(2e-3, 0.01) == 2e-3
