@@ -122,7 +122,8 @@ class DeblurWidget(QWidget):
         self.noise = QComboBox()
         self.noise.addItems(["auto", "off"])
         self.noise.setToolTip("auto: estimate the noise level and adapt the denoising and the "
-                              "regularisation to it; off: fixed settings (clean images)")
+                              "regularisation to it; off: no denoising and the preset's fixed "
+                              "weight (tuned at 1 % noise)")
         self.saturation = QCheckBox("exclude clipped highlights")
         self.saturation.setChecked(True)
         self.saturation.setToolTip("pixels at >= 98 % of the value range (lamps, reflections) "

@@ -388,8 +388,8 @@ def iter_deblur(
     noise:
         ``"auto"`` (default): estimate the noise level (robust median of the finest wavelet
         band, :func:`~napari_glkm.backend.noise.estimate_noise`) and adapt to it — the image
-        is TV-denoised before kernel estimation and the final deconvolution's regularisation
-        grows with the noise above 1 %; a number: the noise standard deviation in units of
+        is TV-denoised before kernel estimation (above 0.3 %) and the final deconvolution's
+        regularisation follows the noise (lighter below 1 %, heavier above); a number: the noise standard deviation in units of
         the image's value range (0.02 = 2 %), adapted to the same way; ``"off"``: no
         adaptation (no denoising, the preset's fixed weight). The level used is reported in
         ``info["noise_sigma"]``.
@@ -732,7 +732,8 @@ def _run(
     info.update({"crop": (r, c, int(h), int(w)), "warm_start": init is not None,
                  "init": init_info, "recovered": guard.events})
     sigma = info["noise_sigma"]
-    nsr = 3e-3 if settings.noise == "off" else noise_lambda(3e-3, sigma)
+    # the live preview (Wiener) keeps at least its clean-image damping: it has no prior
+    nsr = 3e-3 if settings.noise == "off" else max(3e-3, noise_lambda(3e-3, sigma))
     lam_final = opts.final_lambda if settings.noise == "off" else \
         noise_lambda(opts.final_lambda, sigma)
     levels = 2 if init is not None else opts.init_levels if encoder is not None else None
@@ -845,7 +846,7 @@ def _run(
 
         t0 = time.perf_counter()
         k_loc = k
-        local_pyr = replace(opts.pyramid, refine_iters=0)  # counted by n_local_iterations
+        local_pyr = replace(opts.pyramid, refine_iters=0, center=False)  # iters: n_local_iterations
         for loss, k_loc in local_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
             grid_now[0] = to_grid(k_loc)
             yield from record("local", loss, lambda: k)
