@@ -155,3 +155,35 @@ def test_small_init_kernel_is_padded_not_stretched():
     assert out.sum() == pytest.approx(1.0)
     big = np.pad(k, 20)  # 45 x 45 with the mass in the centre: cropped, not shrunk
     np.testing.assert_allclose(_check_init_kernel(big, 31)[0, 0].numpy(), out, atol=1e-7)
+
+
+def test_kernel_islands_are_dropped_but_the_trajectory_is_kept():
+    from napari_glkm.backend.stages import drop_kernel_islands
+
+    k = torch.zeros(2, 1, 21, 21, dtype=torch.float64)
+    k[0, 0, 10, 4:15] = 1.0  # an 11 px line ...
+    k[0, 0, 11, 14:17] = 0.5  # ... with a bend that touches it diagonally (same component)
+    k[0, 0, 2, 2] = 0.3  # a speck far away: 2.4 % of the mass
+    k[1, 0, 5, 5:8] = 1.0  # two comparable pieces: both carry > 5 %, both kept
+    k[1, 0, 15, 12:16] = 1.0
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    out = drop_kernel_islands(k, 0.05)
+    assert out[0, 0, 2, 2] == 0
+    assert torch.count_nonzero(out[0]) == 11 + 3
+    torch.testing.assert_close(out[1], k[1])
+    torch.testing.assert_close(out.sum(dim=(-2, -1)), torch.ones(2, 1, dtype=torch.float64))
+    assert torch.equal(drop_kernel_islands(k, 0.0), k)
+
+
+def test_center_kernel_moves_the_centre_of_mass_to_the_middle():
+    from napari_glkm.backend.stages import center_kernel
+
+    k = torch.zeros(2, 1, 15, 15, dtype=torch.float64)
+    k[0, 0, 2, 1:6] = 1.0  # a 5 px line in the top-left corner
+    k[1, 0, 7, 7:10] = 1.0  # one pixel off: left alone (min_shift=2)
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    out = center_kernel(k)
+    expected = torch.zeros(15, 15, dtype=torch.float64)
+    expected[7, 5:10] = 0.2
+    torch.testing.assert_close(out[0, 0], expected)
+    torch.testing.assert_close(out[1], k[1])
