@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="comma-separated Levin pairs I-K to run instead of the subset, e.g. 1-2")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save", default=None, metavar="DIR",
+                    help="also write each image's restoration and kernel to DIR/<image>.npz")
     ap.add_argument("--nonuniform", action="store_true", help="SVOLA mode (checks uniform blur)")
     ap.add_argument("--grid", type=int, default=2, help="patches per side with --nonuniform")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -117,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
                "kernel_size": res.kernel_size,
                "timings": res.timings}
         rows.append(row)
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(Path(args.save) / f"{row['image']}.npz", image=res.image,
+                                kernel=res.kernel, psnr=row["psnr"])
         print(f"{row['image']:<16}{row['psnr']:>8.2f}{row['ssim']:>8.4f}"
               f"{row['kernel_l1']:>8.3f}{sec:>8.1f}", flush=True)
     summary = {
