@@ -466,7 +466,8 @@ def iter_deblur(
     patch_grid = None
     if not isinstance(nonuniform, (bool, np.bool_)):
         raise ValueError(f"nonuniform must be True or False, got {nonuniform!r}")
-    settings = _RunSettings(noise=noise, saturation=sat_threshold, candidates=candidates)
+    settings = _RunSettings(noise=noise, saturation=sat_threshold, candidates=candidates,
+                            denoise_strength=2.0 if nonuniform else None)
     if nonuniform and candidates is not None:  # the patch grid depends on the size: choose now
         lum, weight, _ = _estimation_input(prepared, settings, candidates[-1])
         kernel_size = _auto_size(lum, weight, candidates, opts, box)[0].size
@@ -474,6 +475,10 @@ def iter_deblur(
     if nonuniform:
         opts, patch_grid = _svola_options(opts, prepared.data.shape[:2], kernel_size, grid,
                                           patch_size, overlap, smoothness)
+        # no re-centring in SVOLA mode: the patch kernels are estimated around the global one
+        # and blended across patches; measured on the two-kernel test, re-centring the global
+        # kernel left the vertical patch kernel behind it (distance 0.358 vs 0.355)
+        opts = replace(opts, pyramid=replace(opts.pyramid, center=False))
     elif any(v is not None for v in (grid, patch_size, overlap, smoothness)):
         raise ValueError("grid, patch_size, overlap and smoothness need nonuniform=True")
     torch.manual_seed(seed)
@@ -534,6 +539,11 @@ class _RunSettings:
     saturation: float | None = None
     candidates: tuple[int, ...] | None = None
     chosen_eagerly: bool = False
+    # TV strength of the pre-estimation denoising (None: adapted to the noise, see
+    # denoise_for_kernel_estimation). SVOLA keeps 2: its patch kernels see a fraction of the
+    # pixels, and with 1 the two-kernel test's kernels came out farther from the truth
+    # (distances 0.46/0.47 vs 0.31/0.36 with 2, at 0.5 % noise).
+    denoise_strength: float | None = None
 
 
 def _largest_size(kernel_prior: str, weights) -> int:
@@ -553,7 +563,8 @@ def _estimation_input(prepared: PreparedImage, settings: _RunSettings, kernel_si
     sigma = settings.noise if isinstance(settings.noise, float) else est
     facts = {"noise_sigma": sigma, "noise_estimate": est, "noise_mode": (
         "given" if isinstance(settings.noise, float) else settings.noise)}
-    lum_d = lum_np if settings.noise == "off" else denoise_for_kernel_estimation(lum_np, sigma)
+    lum_d = lum_np if settings.noise == "off" else denoise_for_kernel_estimation(
+        lum_np, sigma, strength=settings.denoise_strength)
     w = None
     facts["saturated_fraction"] = 0.0
     if settings.saturation is not None:
@@ -846,7 +857,7 @@ def _run(
 
         t0 = time.perf_counter()
         k_loc = k
-        local_pyr = replace(opts.pyramid, refine_iters=0, center=False)  # iters: n_local_iterations
+        local_pyr = replace(opts.pyramid, refine_iters=0)  # counted by n_local_iterations
         for loss, k_loc in local_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
             grid_now[0] = to_grid(k_loc)
             yield from record("local", loss, lambda: k)

@@ -51,8 +51,8 @@ class PyramidConfig:
     the support) thin it: +0.7 to +1.3 dB on Levin (docs/benchmarks.md). Finally, isolated
     specks of the estimate carrying less than ``island_mass`` of it are dropped
     (:func:`drop_kernel_islands`). With ``center`` every scale's estimate is re-centred on
-    its centre of mass (:func:`center_kernel`; off for SVOLA patch kernels, whose shifts
-    relative to each other matter).
+    its centre of mass (:func:`center_kernel`; off in SVOLA mode, whose patch kernels are
+    estimated around the global one and blended across patches).
     """
 
     outer_iters: int = 10
