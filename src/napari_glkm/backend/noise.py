@@ -62,14 +62,16 @@ def denoise_for_kernel_estimation(
 ) -> np.ndarray:
     """TV-denoise ``y`` with weight ``strength * sigma`` if ``sigma > threshold``, else return it.
 
-    ``strength=None`` adapts it to the noise: 1 up to 1 % noise, growing to 2 at 2 % and above.
-    Measured with estimated kernels (``fast``): on BSDS val crops 1 beat 2 by +0.44, +0.48,
-    +0.23 dB at 0.3, 0.6, 1 % noise (0.5 was worse); on Levin blurs at 3 % noise 2 beat 1 by
+    ``strength=None`` adapts it to the noise: 1 up to 0.35 % noise, rising linearly to 2 at
+    1 % and above. Measured with estimated kernels (``fast``): on Levin's blurs (0.23–0.32 %
+    noise) 2 cost up to 2.3 dB per image; on BSDS val crops 1 beat 2 by +0.44 and +0.48 dB at
+    0.3 and 0.6 % noise; at 1 % it was +0.23 dB on 10 crops but lost 3 dB on one of the
+    non-uniform benchmark's photos (102061: 15.9 vs 18.9 dB); at 3 % noise on Levin 2 beat 1 by
     2 dB (27.51 vs 25.49, ``benchmarks/noise.py --subset 4``)."""
     if sigma <= threshold:
         return y
     if strength is None:
-        strength = min(2.0, max(1.0, sigma / 0.01))
+        strength = float(np.clip(1.0 + (sigma - 0.0035) / 0.0065, 1.0, 2.0))
     return denoise_tv_chambolle(y.astype(np.float64), weight=strength * sigma).astype(y.dtype)
 
 
