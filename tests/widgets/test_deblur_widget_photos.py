@@ -35,8 +35,9 @@ def test_auto_size_is_default_and_reported(make_napari_viewer, qtbot):
     w.kernel_prior.setCurrentText("free")
     worker = w.start()
     assert worker is not None
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=240_000)
-    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=10_000)
+    # wait for the widget's own end of run: `not worker.is_running` is already true before
+    # the thread has started, so it did not wait for the run (which takes ~20 s here)
+    qtbot.waitUntil(lambda: w.run_state is RunState.IDLE, timeout=240_000)
     kern = viewer.layers["cam kernel"].data
     assert f"Kernel {kern.shape[0]} px (auto), noise" in w.status.text()
     # auto estimated 23 and 31 px kernels in turn: the live kernel layer followed the size
