@@ -389,10 +389,10 @@ def iter_deblur(
         ``"auto"`` (default): estimate the noise level (robust median of the finest wavelet
         band, :func:`~napari_glkm.backend.noise.estimate_noise`) and adapt to it — the image
         is TV-denoised before kernel estimation (above 0.3 %) and the final deconvolution's
-        regularisation follows the noise (lighter below 1 %, heavier above); a number: the noise standard deviation in units of
-        the image's value range (0.02 = 2 %), adapted to the same way; ``"off"``: no
-        adaptation (no denoising, the preset's fixed weight). The level used is reported in
-        ``info["noise_sigma"]``.
+        regularisation follows the noise (lighter below 1 %, heavier above); a number: the
+        noise standard deviation in units of the image's value range (0.02 = 2 %), adapted to
+        the same way; ``"off"``: no adaptation (no denoising, the preset's fixed weight). The
+        level used is reported in ``info["noise_sigma"]``.
     saturation:
         ``"auto"`` (default): pixels at or above 98 % of the value range (any channel) are
         treated as clipped — excluded, with their blur footprint, from kernel estimation and

@@ -217,12 +217,11 @@ def center_kernel(k: torch.Tensor, min_shift: int = 2) -> torch.Tensor:
     for b in range(k.shape[0]):
         kb = k[b, 0]
         m = float(kb.sum())
-        if m <= 0:
-            out[b, 0] = kb
-            continue
-        dy = s // 2 - int(round(float((kb.sum(1) * idx).sum()) / m))
-        dx = s // 2 - int(round(float((kb.sum(0) * idx).sum()) / m))
-        if max(abs(dy), abs(dx)) < min_shift:
+        dy = dx = 0
+        if m > 0:
+            dy = s // 2 - int(round(float((kb.sum(1) * idx).sum()) / m))
+            dx = s // 2 - int(round(float((kb.sum(0) * idx).sum()) / m))
+        if max(abs(dy), abs(dx)) < min_shift:  # centred enough (or empty): unchanged
             out[b, 0] = kb
             continue
         src_y, dst_y = slice(max(0, -dy), s - max(0, dy)), slice(max(0, dy), s - max(0, -dy))
