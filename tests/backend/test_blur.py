@@ -126,3 +126,28 @@ def test_svola_shape_errors():
         svola_blur(torch.rand(1, 1, 20, 20), torch.rand(3, 1, 3, 3), w)
     with pytest.raises(ValueError, match="overlap"):
         svola_windows((20, 20), (2, 2), 1.0)
+
+
+def test_fft_shape_is_fast_and_large_enough():
+    from napari_glkm.backend.blur import fft_shape
+
+    for n in range(1, 400):
+        s, _ = fft_shape(n, 1)
+        assert n <= s < 1.25 * n + 2
+        for p in (2, 3, 5):
+            while s % p == 0:
+                s //= p
+        assert s == 1, n
+
+
+def test_fft_correlation_on_prime_sizes_is_exact_and_adjoint(rng):
+    """The padded FFT grid (prime 67 x 61 -> 72 x 64) must not wrap into the wanted outputs."""
+    from napari_glkm.backend.blur import FFTCorrelation
+
+    x = torch.from_numpy(rng.random((1, 2, 67, 61)))
+    k = torch.from_numpy(rng.random((1, 1, 11, 11)))
+    op = FFTCorrelation(k, (67, 61))
+    assert op.grid == (72, 64)
+    torch.testing.assert_close(op.valid(x), conv_valid(x, k, method="direct"))
+    y = torch.from_numpy(rng.random((1, 2, 57, 51)))
+    torch.testing.assert_close((op.valid(x) * y).sum(), (x * op.adjoint(y)).sum())

@@ -61,3 +61,14 @@ def test_periodic_pad_is_seamless(rng):
     # wrapping around: the jump between the last and the first column is small
     jump = (p[..., :, -1] - p[..., :, 0]).abs().max()
     assert jump < 0.2
+
+
+def test_periodic_pad_to_a_fast_shape(rng):
+    y = torch.from_numpy(rng.random((1, 1, 31, 23)))
+    p = periodic_pad(y, 6, (45, 40))
+    assert p.shape[-2:] == (45, 40)
+    torch.testing.assert_close(p[..., 6 : 6 + 31, 6 : 6 + 23], y)  # image starts at pad
+    assert (p[..., :, -1] - p[..., :, 0]).abs().max() < 0.2
+    assert (p[..., -1, :] - p[..., 0, :]).abs().max() < 0.2
+    with pytest.raises(ValueError, match="band"):
+        periodic_pad(y, 6, (40, 40))
