@@ -47,3 +47,19 @@ def test_auto_size_is_default_and_reported(make_napari_viewer, qtbot):
     np.testing.assert_allclose(viewer.layers["cam kernel"].translate, placed["translate"])
     w.kernel_size.setValue(15)  # a fixed size still works as before
     assert w.options()["kernel_size"] == 15
+
+
+def test_status_note_carries_the_fit_warning():
+    """A run whose kernel does not explain the image says so in the widget's end-of-run note,
+    next to the size warning."""
+    from napari_glkm._widgets._deblur import _photo_note
+
+    info = {"kernel_size": 31, "kernel_size_mode": "auto", "noise_sigma": 0.003,
+            "fit_note": "the kernel estimate does not explain the image"}
+    text = _photo_note(info)
+    assert text.startswith("Kernel 31 px (auto), noise 0.3%.")
+    assert "Warning: the kernel estimate does not explain the image." in text
+    info["kernel_size_note"] = "the blur may be larger than 31 px"
+    assert _photo_note(info).count("Warning:") == 2
+    del info["fit_note"], info["kernel_size_note"]
+    assert "Warning" not in _photo_note(info)

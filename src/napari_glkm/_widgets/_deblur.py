@@ -491,8 +491,8 @@ def _photo_note(info: dict) -> str:
         text += f", noise {info['noise_sigma']:.1%}"
     if info.get("saturated_fraction", 0) > 0:
         text += f", {info['saturated_fraction']:.1%} clipped"
-    note = info.get("kernel_size_note")
-    return text + "." + (f" Warning: {note}." if note else "")
+    notes = [info[key] for key in ("kernel_size_note", "fit_note") if info.get(key)]
+    return text + "." + "".join(f" Warning: {note}." for note in notes)
 
 
 def _refill(combo: QComboBox, names: list[str]) -> None:
