@@ -303,14 +303,15 @@ def fit_ratio(y: torch.Tensor, x: torch.Tensor, k: torch.Tensor, sigma: float,
     ``max(sigma, NOISE_FLOOR)²``. About 1 or less for an estimate that explains the data; a
     failed estimate scores tens to hundreds (:data:`FIT_WARN`). Computed on the central
     ``max_side``-pixel square, so it costs one small FFT convolution at any image size."""
-    lum = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype, device=y.device)[:, None, None]
-    if y.shape[1] == 3:
-        y, x = (y * lum).sum(1, keepdim=True), (x * lum).sum(1, keepdim=True)
     h, w = y.shape[-2:]
     r0, c0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
     crop = (..., slice(r0, r0 + max_side), slice(c0, c0 + max_side))
+    y, x = y[crop], x[crop]  # crop first: no full-size temporaries on a huge image
+    if y.shape[1] == 3:
+        lum = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype, device=y.device)[:, None, None]
+        y, x = (y * lum).sum(1, keepdim=True), (x * lum).sum(1, keepdim=True)
     wc = None if weight is None else weight[crop]
-    res = restored_scores(y[crop], x[crop], k.to(y.dtype), weight=wc, margin=k.shape[-1])
+    res = restored_scores(y, x, k.to(y.dtype), weight=wc, margin=k.shape[-1])
     return res["residual"] / max(float(sigma), NOISE_FLOOR) ** 2
 
 
