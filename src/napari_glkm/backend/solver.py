@@ -68,7 +68,7 @@ from .svola import (
     select_patch_kernels,
     svola_restore,
 )
-from .validation import PreparedImage, check_kernel_size, min_image_side, prepare_image
+from .validation import LUMA_WEIGHTS, PreparedImage, check_kernel_size, min_image_side, prepare_image
 from .weights import has_shipped, load_generator, load_initializer, shipped_weights
 
 __all__ = ["PRESETS", "DeblurOptions", "DeblurStep", "DeblurResult", "iter_deblur", "resolve_device",
@@ -308,7 +308,7 @@ def fit_ratio(y: torch.Tensor, x: torch.Tensor, k: torch.Tensor, sigma: float,
     crop = (..., slice(r0, r0 + max_side), slice(c0, c0 + max_side))
     y, x = y[crop], x[crop]  # crop first: no full-size temporaries on a huge image
     if y.shape[1] == 3:
-        lum = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype, device=y.device)[:, None, None]
+        lum = torch.from_numpy(LUMA_WEIGHTS).to(y.device, y.dtype)[:, None, None]
         y, x = (y * lum).sum(1, keepdim=True), (x * lum).sum(1, keepdim=True)
     wc = None if weight is None else weight[crop]
     res = restored_scores(y, x, k.to(y.dtype), weight=wc, margin=k.shape[-1])

@@ -45,7 +45,7 @@ from .kernel_prior import GeneratorKernelPrior
 from .blur import conv_valid
 from .nonblind import l0_deconv, sparse_deconv_op
 from .safety import DivergenceGuard
-from .stages import PyramidConfig, coarse_to_fine_stage
+from .stages import PyramidConfig, coarse_to_fine_stage, kernel_centroid
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
@@ -235,20 +235,11 @@ def l0_energy(y: torch.Tensor, k: torch.Tensor, lam: float) -> torch.Tensor:
     return (res + lam * count) / (y.shape[-2] * y.shape[-1])
 
 
-def _centroid(k: torch.Tensor) -> torch.Tensor:
-    """``(B, 2)`` (row, col) centres of mass of kernels ``(B, 1, s, s)``."""
-    s = k.shape[-1]
-    idx = torch.arange(s, dtype=k.dtype, device=k.device)
-    m = k.sum(dim=(-2, -1)).clamp_min(1e-12)[:, 0]
-    return torch.stack([(k.sum(-1)[:, 0] * idx).sum(-1) / m, (k.sum(-2)[:, 0] * idx).sum(-1) / m],
-                       dim=-1)
-
-
 def recentre_kernels(k: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Shift each kernel of ``k`` ``(B, 1, s, s)`` by whole pixels so that its centre of mass
     is nearest to ``ref``'s ``(1, 1, s, s)``: a kernel shift is a free image shift in blind
     deblurring, and patches restored with shifted kernels would be misaligned at the seams."""
-    d = torch.round(_centroid(ref) - _centroid(k)).to(torch.long).tolist()
+    d = torch.round(kernel_centroid(ref) - kernel_centroid(k)).to(torch.long).tolist()
     return torch.cat([torch.roll(k[i : i + 1], (dy, dx), dims=(-2, -1))
                       for i, (dy, dx) in enumerate(d)])
 

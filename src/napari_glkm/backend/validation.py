@@ -17,6 +17,10 @@ from .resources import check_memory
 __all__ = ["PreparedImage", "prepare_image", "check_kernel_size", "min_image_side"]
 
 
+# Rec. 601 luma weights (R, G, B): the gray image kernels are estimated on.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 @dataclass
 class PreparedImage:
     """A validated copy of the user's image.
@@ -46,7 +50,7 @@ class PreparedImage:
     def luminance(self) -> np.ndarray:
         """``(H, W)`` float32 luminance (Rec. 601 weights for colour)."""
         if self.is_color:
-            return (self.data @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+            return (self.data @ LUMA_WEIGHTS).astype(np.float32)
         return self.data[..., 0]
 
     def to_user_range(self, x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..validation import LUMA_WEIGHTS
 from ..weights import WeightsError, freeze, read_any_state_dict, shipped_entry, _shipped_state
 from .data import synthetic_pairs
 from .networks import BKSEConfig, BKSENet, code_shape
@@ -25,7 +26,6 @@ __all__ = ["load_bkse", "bkse_config_from_state", "BKSEImage", "as_bkse_images",
 
 SHIPPED_KERNEL_SIZE = 19  # trajectory kernel size the shipped networks were trained with
 MIN_SIDE = 16             # smallest image side accepted (one code cell)
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def bkse_config_from_state(state: dict[str, torch.Tensor]) -> BKSEConfig:
@@ -73,7 +73,7 @@ class BKSEImage:
     @property
     def luminance(self) -> np.ndarray:
         if self.data.shape[0] == 3:
-            return np.tensordot(_LUMA, self.data, axes=1).astype(np.float32)
+            return np.tensordot(LUMA_WEIGHTS, self.data, axes=1).astype(np.float32)
         return self.data[0]
 
     def to_user(self, x: np.ndarray) -> np.ndarray:
