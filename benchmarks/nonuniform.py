@@ -9,6 +9,14 @@ extent 80-100 %, seeded per image) rotated in-plane by ``max_angle * (u + v) / 2
 +-max_angle at opposite corners). The valid blur gives a ``crop x crop`` blurry image; 1 %
 Gaussian noise (sigma 0.01) is added and values clipped to [0, 1].
 
+``--field camera`` (the second benchmark) replaces that field by a *physical* camera shake,
+rendered exactly rather than through SVOLA
+(:func:`~napari_glkm.backend.trajectories.camera_shake_blur`): a translation path of
+``--shift`` pixels plus an in-plane roll about the image centre whose arc at the image corners
+is ``--roll`` pixels (both shrunk together if a corner kernel would leave the 31-pixel canvas).
+The local kernel is the translation path plus a roll part that grows with the distance from the
+centre and turns with the direction, as on a real shaken photo (Whyte et al. 2012).
+
 ``--crop 0`` uses the whole photo (481 x 321 or 321 x 481, minus the 30-pixel kernel margin)
 instead of the 256 centre crop: larger patches for the same grid, the same +-max_angle at the
 corners. The 256 crop stays the default so that results remain comparable.
@@ -52,7 +60,8 @@ from napari_glkm.backend.metrics import aligned_psnr_ssim
 from napari_glkm.backend.noise import noise_lambda
 from napari_glkm.backend.nonblind import sparse_deconv
 from napari_glkm.backend.svola import make_patch_grid, svola_restore
-from napari_glkm.backend.trajectories import TrajectoryParams, motion_kernels
+from napari_glkm.backend.trajectories import (TrajectoryParams, camera_shake, camera_shake_blur,
+                                              camera_shake_kernels, motion_kernels)
 
 BSDS_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "bsds500" / "val"
 K = 31
@@ -86,9 +95,11 @@ def true_kernels_at(seed: int, shape: tuple[int, int], centres: np.ndarray,
     return np.stack([rotate_kernel(k0, max_angle * (a + b) / 2) for a, b in zip(u, v)])
 
 
-def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float):
+def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float,
+              field_kind: str = "rotation", shift: float = 18.0, roll: float = 12.0):
     """Sharp truth, blurry image (``(crop, crop)``; ``crop=0``: the whole photo less the
-    kernel margin) and the true kernel field."""
+    kernel margin) and the true kernel field: ``(grid, grid, 31, 31)`` for ``rotation``, the
+    :class:`~napari_glkm.backend.trajectories.CameraShake` for ``camera``."""
     img = io.imread(path)
     gray = color.rgb2gray(img) if img.ndim == 3 else img / 255.0
     if crop:
@@ -98,11 +109,16 @@ def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float):
     else:  # the whole photo (481 x 321 or 321 x 481)
         sharp = gray.astype(np.float64)
     out_shape = (sharp.shape[0] - K + 1, sharp.shape[1] - K + 1)
-    field = kernel_field(seed, TRUE_GRID, max_angle)
-    win, _ = svola_windows(out_shape, (TRUE_GRID, TRUE_GRID), 0.5, pad=K // 2,
-                           dtype=torch.float64)
-    ks = torch.from_numpy(field.reshape(-1, 1, K, K))
-    y = svola_blur(torch.from_numpy(sharp)[None, None], ks, win)[0, 0].numpy()
+    if field_kind == "camera":
+        radius = float(np.hypot((out_shape[0] - 1) / 2, (out_shape[1] - 1) / 2))
+        field = camera_shake(seed, shift, roll, radius)
+        y = camera_shake_blur(sharp, field, K // 2)
+    else:
+        field = kernel_field(seed, TRUE_GRID, max_angle)
+        win, _ = svola_windows(out_shape, (TRUE_GRID, TRUE_GRID), 0.5, pad=K // 2,
+                               dtype=torch.float64)
+        ks = torch.from_numpy(field.reshape(-1, 1, K, K))
+        y = svola_blur(torch.from_numpy(sharp)[None, None], ks, win)[0, 0].numpy()
     y = y + noise * np.random.default_rng(seed).normal(size=y.shape)
     c = K // 2
     truth = sharp[c : c + out_shape[0], c : c + out_shape[1]]
@@ -110,19 +126,30 @@ def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float):
 
 
 def oracle(mode: str, blurry: np.ndarray, grid: int, seed: int, max_angle: float,
-           noise: float) -> np.ndarray:
+           noise: float, field=None) -> np.ndarray:
     """Non-blind restorations with the *true* kernels (upper bounds for the blind modes), by
     the solvers' own final step (hyper-Laplacian, weight ``noise_lambda(2e-3, noise)``):
     ``oracle-uniform``: one kernel, the mean of the true field; ``oracle-svola``: the true
-    kernels at the centres of the estimator's ``grid x grid`` patches, SVOLA restoration."""
+    kernels at the centres of the estimator's ``grid x grid`` patches, SVOLA restoration.
+    ``field``: the camera field's ``CameraShake`` (None: the rotation field)."""
     y = torch.from_numpy(blurry.astype(np.float64))[None, None]
     lam = noise_lambda(2e-3, noise)
     if mode == "oracle-uniform":
-        k = kernel_field(seed, TRUE_GRID, max_angle).reshape(-1, K, K).mean(0)
+        if field is None:
+            k = kernel_field(seed, TRUE_GRID, max_angle).reshape(-1, K, K).mean(0)
+        else:  # mean of the local kernels on a 16 x 16 lattice over the image
+            rr, cc = np.meshgrid(np.linspace(0, blurry.shape[0] - 1, 16),
+                                 np.linspace(0, blurry.shape[1] - 1, 16), indexing="ij")
+            pts = np.stack([rr.ravel(), cc.ravel()], axis=1)
+            k = camera_shake_kernels(field, pts, blurry.shape, K).mean(0)
         x = sparse_deconv(y, torch.from_numpy(k)[None, None], lam=lam)
     else:
         pg = make_patch_grid(blurry.shape, K, grid=grid, overlap=0.5)
-        ks = true_kernels_at(seed, blurry.shape, pg.centres.reshape(-1, 2), max_angle)
+        if field is None:
+            ks = true_kernels_at(seed, blurry.shape, pg.centres.reshape(-1, 2), max_angle)
+        else:
+            ks = camera_shake_kernels(field, pg.centres.reshape(-1, 2), blurry.shape,
+                                      K)
         x = svola_restore(y, torch.from_numpy(ks)[:, None], pg, lam=lam, alpha=0.8, outer=4)
     return np.clip(x[0, 0].numpy(), 0, 1)
 
@@ -166,6 +193,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--grid", type=int, default=3, help="estimator grid (patches per side)")
     ap.add_argument("--max-angle", type=float, default=40.0)
     ap.add_argument("--noise", type=float, default=0.01)
+    ap.add_argument("--field", choices=("rotation", "camera"), default="rotation",
+                    help="rotation: one kernel rotated across the image (SVOLA-rendered); "
+                         "camera: physical translation + roll shake, rendered exactly")
+    ap.add_argument("--shift", type=float, default=18.0,
+                    help="camera field: translation path extent (pixels)")
+    ap.add_argument("--roll", type=float, default=12.0,
+                    help="camera field: roll arc at the image corners (pixels)")
     ap.add_argument("--modes", default="fast,default,nonuniform")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--timing512", action="store_true", help="only the 512x512 4x4 timing")
@@ -184,12 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     print(f"{'image':<12}" + "".join(f"{m:>22}" for m in modes) + "   (PSNR / SSIM / s)")
     for i, path in enumerate(paths):
-        gt, blurry, _ = make_case(path, args.crop, i, args.max_angle, args.noise)
+        gt, blurry, field = make_case(path, args.crop, i, args.max_angle, args.noise,
+                                      args.field, args.shift, args.roll)
         row = {"image": path.stem}
         for m in modes:
             if m.startswith("oracle"):
                 t0 = time.perf_counter()
-                est = oracle(m, blurry, args.grid, i, args.max_angle, args.noise)
+                est = oracle(m, blurry, args.grid, i, args.max_angle, args.noise,
+                             field if args.field == "camera" else None)
                 sec = time.perf_counter() - t0
             else:
                 est, sec, _ = run_mode(m, blurry, args.grid)
@@ -204,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "modes": modes, "n_images": len(rows), "crop": args.crop, "grid": args.grid,
         "max_angle": args.max_angle, "noise_sigma": args.noise, "true_grid": TRUE_GRID,
+        "field": args.field, "shift": args.shift, "roll": args.roll,
         "mean": {m: {key: float(np.mean([r[m][key] for r in rows]))
                      for key in ("psnr", "ssim", "seconds")} for m in modes + ["blurry"]
                  if m != "blurry"} | {"blurry": {

@@ -10,6 +10,10 @@ Every kernel is non-negative, sums to one and has its centre of mass at the cent
 ``((k - 1) / 2, (k - 1) / 2)``. All kernels of a batch are made together with numpy array
 operations (one Python loop over the time steps, none over kernels).
 
+:func:`camera_shake` draws a *non-uniform* shake from the same paths (translation plus in-plane
+roll), :func:`camera_shake_blur` renders it exactly and :func:`camera_shake_kernels` gives its
+local kernels (the second non-uniform benchmark, ``benchmarks/nonuniform.py --field camera``).
+
 Example
 -------
 >>> import numpy as np
@@ -23,9 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["TrajectoryParams", "random_trajectories", "rasterize", "motion_kernels"]
+__all__ = ["TrajectoryParams", "random_trajectories", "rasterize", "motion_kernels",
+           "CameraShake", "camera_shake", "camera_shake_kernels", "camera_shake_blur"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +212,126 @@ def motion_kernels(
     kernels /= kernels.sum(axis=(1, 2), keepdims=True)
     kernels = _recentre(kernels)
     return kernels.astype(dtype)
+
+
+# --------------------------------------------------------------------------- camera shake
+# Spatially varying (non-uniform) blur of a shaken camera: translation plus in-plane roll.
+
+
+@dataclass(frozen=True)
+class CameraShake:
+    """An exposure's camera motion, sampled at ``T`` instants.
+
+    Attributes
+    ----------
+    shift:
+        ``(T,)`` complex image translation ``col + 1j * row`` (pixels), mean zero.
+    roll:
+        ``(T,)`` roll angle about the image centre (radians), mean zero.
+
+    The scene point seen at pixel ``p`` (complex) at instant ``t`` is
+    ``c + (p - c) exp(1j roll_t) + shift_t``, ``c`` the image centre: the local blur kernel at
+    ``p`` is the translation path plus a roll component that grows with ``|p - c|`` and turns
+    with the direction of ``p - c`` (the camera-shake model of Whyte et al., "Non-uniform
+    deblurring for shaken images", IJCV 2012, restricted to roll; yaw and pitch act as
+    translations at moderate fields of view).
+    """
+
+    shift: np.ndarray
+    roll: np.ndarray
+
+
+def camera_shake(
+    rng: np.random.Generator | int | None, shift_px: float, roll_corner_px: float,
+    corner_radius: float, *, max_offset: float = 14.0,
+    params: TrajectoryParams = TrajectoryParams(extent=(0.8, 1.0), anxiety=(0.01, 0.1)),
+    samples_per_step: int = 4,
+) -> CameraShake:
+    """A random :class:`CameraShake`: translation and roll are two inertial paths of
+    :func:`random_trajectories`, centred to mean zero (every local kernel then has its centre
+    of mass at the kernel centre). The translation's largest extent is ``shift_px`` pixels;
+    the roll's span moves a point at ``corner_radius`` pixels from the centre by
+    ``roll_corner_px`` pixels of arc. Both are shrunk together (5 % steps) until no kernel at
+    the four corners at ``corner_radius`` reaches past ``max_offset`` pixels (14: the
+    31-pixel canvas)."""
+    for name, v in (("shift_px", shift_px), ("roll_corner_px", roll_corner_px),
+                    ("corner_radius", corner_radius), ("max_offset", max_offset)):
+        if not np.isfinite(v) or v < 0 or (name in ("corner_radius", "max_offset") and v <= 0):
+            raise ValueError(f"{name} must be a finite non-negative number "
+                             f"(positive for radius and offset), got {v!r}")
+    rng = np.random.default_rng(rng)
+    paths = random_trajectories(2, rng, params)
+    steps = paths.shape[1]
+    tf = np.linspace(0.0, steps - 1.0, (steps - 1) * samples_per_step + 1)
+    lo = np.floor(tf).astype(int).clip(0, steps - 2)
+    fr = tf - lo
+    pts = paths[:, lo] * (1 - fr) + paths[:, lo + 1] * fr
+    z = pts[0] - pts[0].mean()
+    z = z * shift_px / max(np.ptp(z.real), np.ptp(z.imag), 1e-9)
+    th = pts[1].real - pts[1].real.mean()
+    th = th * (roll_corner_px / corner_radius) / max(np.ptp(th), 1e-9)
+    corners = corner_radius * np.exp(1j * np.pi * np.array([0.25, 0.75, 1.25, 1.75]))
+    for _ in range(200):
+        off = z[None] + corners[:, None] * (np.exp(1j * th)[None] - 1)
+        if max(np.abs(off.real).max(), np.abs(off.imag).max()) <= max_offset:
+            break
+        z, th = 0.95 * z, 0.95 * th
+    return CameraShake(z, th)
+
+
+def _offsets(shake: CameraShake, points: np.ndarray, centre: complex) -> np.ndarray:
+    """``(N, T)`` complex offsets ``q_t(p) - p`` for complex ``points`` ``(N,)``."""
+    return shake.shift[None] + (points[:, None] - centre) * (np.exp(1j * shake.roll)[None] - 1)
+
+
+def camera_shake_kernels(shake: CameraShake, points_rc: np.ndarray, shape: tuple[int, int],
+                         size: int = 31) -> np.ndarray:
+    """``(N, size, size)`` local kernels of ``shake`` at ``points_rc`` ``(N, 2)`` (row, col) of
+    an image of ``shape``, in the cross-correlation convention of
+    :func:`~napari_glkm.backend.blur.conv_valid` (bilinear splatting, each sums to one; offsets
+    beyond the canvas are clipped to its border)."""
+    points_rc = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
+    h, w = shape
+    off = _offsets(shake, points_rc[:, 1] + 1j * points_rc[:, 0], complex((w - 1) / 2, (h - 1) / 2))
+    off = off + (size - 1) / 2 * (1 + 1j)
+    n = len(points_rc)
+    x, y = off.real, off.imag
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    flat = np.zeros(n * size * size)
+    base = (np.arange(n) * size * size)[:, None]
+    for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                       (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = np.clip(y0 + dy, 0, size - 1), np.clip(x0 + dx, 0, size - 1)
+        flat += np.bincount((base + yy * size + xx).ravel(), weights=wt.ravel(),
+                            minlength=n * size * size)
+    k = flat.reshape(n, size, size)
+    return k / k.sum(axis=(1, 2), keepdims=True)
+
+
+def camera_shake_blur(sharp: np.ndarray, shake: CameraShake, margin: int) -> np.ndarray:
+    """Blur ``sharp`` ``(H, W)`` by ``shake``, exactly (no patch approximation): the mean over
+    the exposure of ``sharp`` sampled bilinearly at ``q_t(p)`` for every pixel ``p`` of the
+    ``(H - 2 margin, W - 2 margin)`` output (the *valid* part: ``margin`` must cover the largest
+    offset, e.g. 15 for 31-pixel kernels; sampling past the border repeats it)."""
+    sharp = np.asarray(sharp, dtype=np.float64)
+    if sharp.ndim != 2 or min(sharp.shape) <= 2 * margin:
+        raise ValueError(f"sharp must be a 2-D image larger than 2 * margin = {2 * margin} "
+                         f"pixels per side, got shape {sharp.shape}")
+    h, w = sharp.shape[0] - 2 * margin, sharp.shape[1] - 2 * margin
+    rows, cols = np.mgrid[0:h, 0:w]
+    p = (cols + 1j * rows).ravel()
+    centre = complex((w - 1) / 2, (h - 1) / 2)
+    src = torch.from_numpy(sharp)[None, None]
+    acc = torch.zeros(h * w, dtype=src.dtype)
+    hs, ws = sharp.shape
+    n_t = len(shake.shift)
+    for t0 in range(0, n_t, 64):
+        part = CameraShake(shake.shift[t0 : t0 + 64], shake.roll[t0 : t0 + 64])
+        q = p[None] + _offsets(part, p, centre).T + margin * (1 + 1j)
+        g = np.stack([2 * q.real / (ws - 1) - 1, 2 * q.imag / (hs - 1) - 1], axis=-1)
+        grid = torch.from_numpy(g.reshape(-1, 1, h * w, 2))
+        s = F.grid_sample(src.expand(grid.shape[0], -1, -1, -1), grid, mode="bilinear",
+                          padding_mode="border", align_corners=True)
+        acc += s[:, 0, 0].sum(dim=0)
+    return (acc / n_t).reshape(h, w).numpy()
