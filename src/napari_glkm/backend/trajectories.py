@@ -132,6 +132,13 @@ def rasterize(
     max_dev = np.maximum(np.abs(pts.real).max(axis=1), np.abs(pts.imag).max(axis=1))
     scale = np.minimum(extents / np.maximum(span, 1e-9), (half - 1.0) / np.maximum(max_dev, 1e-9))
     pts = pts * scale[:, None] + complex(half, half)
+    return _splat(pts, size)
+
+
+def _splat(pts: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear splatting of complex points ``(n, T)`` (``col + 1j * row``, pixels; equal weight
+    each) into ``(n, size, size)`` kernels summing to one; points past the border are clipped."""
+    n = pts.shape[0]
     x, y = pts.real, pts.imag
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
     fx, fy = x - x0, y - y0
@@ -143,7 +150,7 @@ def rasterize(
         (1, 0, fy * (1 - fx)),
         (1, 1, fy * fx),
     ):
-        idx = base + (y0 + dy) * size + (x0 + dx)
+        idx = base + np.clip(y0 + dy, 0, size - 1) * size + np.clip(x0 + dx, 0, size - 1)
         flat += np.bincount(idx.ravel(), weights=w.ravel(), minlength=n * size * size)
     kernels = flat.reshape(n, size, size)
     return kernels / kernels.sum(axis=(1, 2), keepdims=True)
@@ -293,20 +300,7 @@ def camera_shake_kernels(shake: CameraShake, points_rc: np.ndarray, shape: tuple
     points_rc = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
     h, w = shape
     off = _offsets(shake, points_rc[:, 1] + 1j * points_rc[:, 0], complex((w - 1) / 2, (h - 1) / 2))
-    off = off + (size - 1) / 2 * (1 + 1j)
-    n = len(points_rc)
-    x, y = off.real, off.imag
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    flat = np.zeros(n * size * size)
-    base = (np.arange(n) * size * size)[:, None]
-    for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                       (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        yy, xx = np.clip(y0 + dy, 0, size - 1), np.clip(x0 + dx, 0, size - 1)
-        flat += np.bincount((base + yy * size + xx).ravel(), weights=wt.ravel(),
-                            minlength=n * size * size)
-    k = flat.reshape(n, size, size)
-    return k / k.sum(axis=(1, 2), keepdims=True)
+    return _splat(off + (size - 1) / 2 * (1 + 1j), size)
 
 
 def camera_shake_blur(sharp: np.ndarray, shake: CameraShake, margin: int) -> np.ndarray:
