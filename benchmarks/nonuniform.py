@@ -55,6 +55,7 @@ from scipy import ndimage
 from skimage import color, io
 
 from napari_glkm import deblur
+from napari_glkm.backend.solver import PRESETS
 from napari_glkm.backend.blur import svola_blur, svola_windows, svola_windows_1d
 from napari_glkm.backend.metrics import aligned_psnr_ssim
 from napari_glkm.backend.noise import noise_lambda
@@ -203,10 +204,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--modes", default="fast,default,nonuniform")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--timing512", action="store_true", help="only the 512x512 4x4 timing")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a field of the fast and default presets for this run, e.g. "
+                         "svola.local_model=free (for comparisons; recorded in the JSON)")
     ap.add_argument("--json", default="benchmarks/results/nonuniform.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.set:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from levin import _override  # noqa: E402  (benchmarks/levin.py)
+        for item in args.set:
+            for preset in ("fast", "default"):
+                PRESETS[preset] = _override(PRESETS[preset], item)
     if args.timing512:
         out = timing512()
         path = Path("benchmarks/results/nonuniform_timing512.json")
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "modes": modes, "n_images": len(rows), "crop": args.crop, "grid": args.grid,
         "max_angle": args.max_angle, "noise_sigma": args.noise, "true_grid": TRUE_GRID,
-        "field": args.field, "shift": args.shift, "roll": args.roll,
+        "field": args.field, "shift": args.shift, "roll": args.roll, "overrides": args.set,
         "mean": {m: {key: float(np.mean([r[m][key] for r in rows]))
                      for key in ("psnr", "ssim", "seconds")} for m in modes + ["blurry"]
                  if m != "blurry"} | {"blurry": {

@@ -64,7 +64,7 @@ def deblur(image, **options) -> DeblurResult:
         ``device="auto"``, ``seed=0``, ``iterations``, ``kernel_prior="glkm"``, ``weights``,
         ``roi``, ``init_kernel``, ``noise="auto"`` (or ``"off"`` or a standard deviation),
         ``saturation="auto"`` (or ``"off"`` or a threshold), ``nonuniform=False`` with
-        ``grid``, ``patch_size``, ``overlap``, ``smoothness``.
+        ``grid``, ``patch_size``, ``overlap``, ``smoothness``, ``blur_model``.
 
     Returns
     -------

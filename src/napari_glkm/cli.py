@@ -100,11 +100,13 @@ def _deblur_options(args: argparse.Namespace) -> dict:
                    initializer=args.initializer, noise=args.noise, saturation=args.saturation,
                    prior=args.prior, diffusion_model=args.diffusion_model)
     grid_opts = dict(grid=_parse_grid(args.grid), patch_size=args.patch_size,
-                     overlap=args.overlap, smoothness=args.smoothness)
+                     overlap=args.overlap, smoothness=args.smoothness,
+                     blur_model=args.blur_model)
     if args.nonuniform:
         options.update(nonuniform=True, **grid_opts)
     elif any(v is not None for v in grid_opts.values()):
-        raise CLIError("--grid, --patch-size, --overlap and --smoothness need --nonuniform")
+        raise CLIError("--grid, --patch-size, --overlap, --smoothness and --blur-model need "
+                       "--nonuniform")
     return options
 
 
@@ -304,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overlap", type=float, default=None, help="patch overlap fraction (default 0.5)")
     d.add_argument("--smoothness", type=float, default=None,
                    help="penalty between neighbouring patches' kernels (default 1.0)")
+    d.add_argument("--blur-model", default=None, choices=["camera", "free", "camera+free"],
+                   help="patch kernels from one shared camera motion (translation + roll; "
+                        "default), independent per patch (free: depth or object blur), or "
+                        "free ones started from the camera model's")
     d.add_argument("--dtype", default="input", choices=["input", "float32"],
                    help="output pixel type: the input's (default) or float32 (TIFF/NPY only)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")

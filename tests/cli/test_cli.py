@@ -140,7 +140,7 @@ def test_nonuniform_writes_kernel_grid_png(tmp_path, capsys, rng):
     code, stdout, err = _run(capsys, "deblur", str(tmp_path / "small.png"), "-o", str(out),
                              "--kernel-out", str(kern), "--preset", "fast", "--iterations", "1",
                              "--kernel-size", "15", "--nonuniform", "--grid", "1x2",
-                             "--overlap", "0.25")
+                             "--overlap", "0.25", "--blur-model", "free")
     assert code == 0, err
     assert "1x2 patches" in stdout
     mosaic = read_image(kern).data
@@ -156,6 +156,9 @@ def test_grid_options_need_nonuniform(tmp_path, capsys):
     code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"),
                         "--nonuniform", "--grid", "3y")
     assert code == 2 and "--grid" in err
+    code, _, err = _run(capsys, "deblur", str(src), "-o", str(tmp_path / "o.png"),
+                        "--blur-model", "camera")
+    assert code == 2 and "--blur-model" in err and "--nonuniform" in err
 
 
 def test_train_diffusion_and_deblur_with_it(tmp_path, capsys, monkeypatch):

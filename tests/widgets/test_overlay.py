@@ -42,6 +42,7 @@ def test_nonuniform_run_adds_aligned_overlay(make_napari_viewer, qtbot, image128
     layer = viewer.add_image(image128, name="cam", scale=(0.5, 0.5), translate=(10.0, 20.0))
     w = deblur_widget(viewer, grid=2)
     assert w.grid.isEnabled() and w.options()["nonuniform"] and w.options()["grid"] == 2
+    assert w.blur_model.isEnabled() and w.options()["blur_model"] == "camera"
     seen: list[tuple[bool, bool]] = []  # (overlay present, frame finished) at each update
     worker = w.start()
     assert worker is not None
@@ -92,10 +93,13 @@ def test_nonuniform_refuses_stacks_and_too_fine_grids(make_napari_viewer, image1
     w = deblur_widget(viewer, grid=2)
     w.image_combo.setCurrentText("movie")
     assert not w.nonuniform.isEnabled() and not w.grid.isEnabled()
+    assert not w.blur_model.isEnabled()
     assert "stack" in w.nonuniform.toolTip()
     assert "nonuniform" not in w.options()
     w.image_combo.setCurrentText("cam")
     assert w.nonuniform.isEnabled() and w.options()["nonuniform"]
+    w.blur_model.setCurrentIndex(w.blur_model.findData("free"))
+    assert w.blur_model.isEnabled() and w.options()["blur_model"] == "free"
     seen: list = []
     notification_manager.notification_ready.connect(seen.append)
     try:

@@ -45,6 +45,12 @@ from ._worker import Update, run_stack
 __all__ = ["DeblurWidget", "RunState"]
 
 NO_ROI = "(none: automatic window)"
+_BLUR_MODELS = (("camera shake (shared motion)", "camera"),
+                ("independent per patch", "free"),
+                ("camera shake, then per patch", "camera+free"))
+_BLUR_MODEL_TIP = ("camera shake: all patch kernels come from one camera motion (translation "
+                   "and roll), estimated from the whole image; independent: one kernel per "
+                   "patch from that patch alone (depth- or object-dependent blur)")
 _NONUNIFORM_TIP = ("estimate a spatially varying blur: one kernel per patch of a grid, blended "
                    "(SVOLA); the kernels are drawn on the image ('<name> kernel grid', "
                    "'<name> patches')")
@@ -139,8 +145,12 @@ class DeblurWidget(QWidget):
         self.grid.setToolTip("non-uniform mode: the image is split into grid × grid overlapping "
                              "patches, each with its own kernel")
         self.grid.setEnabled(False)
-        self.nonuniform.toggled.connect(
-            lambda on: self.grid.setEnabled(on and self.nonuniform.isEnabled()))
+        self.blur_model = QComboBox()
+        for label, value in _BLUR_MODELS:
+            self.blur_model.addItem(label, value)
+        self.blur_model.setToolTip(_BLUR_MODEL_TIP)
+        self.blur_model.setEnabled(False)
+        self.nonuniform.toggled.connect(self._nonuniform_toggled)
         self.show_grid = QCheckBox("Show kernel grid")
         self.show_grid.setChecked(True)
         self.show_grid.setToolTip("show the per-patch kernels and patch outlines on the image")
@@ -171,6 +181,7 @@ class DeblurWidget(QWidget):
         form.addRow("", self.warm_start)
         form.addRow("Blur:", self.nonuniform)
         form.addRow("Grid:", self.grid)
+        form.addRow("Patch kernels:", self.blur_model)
         form.addRow("", self.show_grid)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
@@ -207,6 +218,7 @@ class DeblurWidget(QWidget):
         self.nonuniform.setEnabled(not is_stack)
         self.nonuniform.setToolTip(_NONUNIFORM_STACK_TIP if is_stack else _NONUNIFORM_TIP)
         self.grid.setEnabled(not is_stack and self.nonuniform.isChecked())
+        self.blur_model.setEnabled(not is_stack and self.nonuniform.isChecked())
 
     def _state_changed(self, *_args) -> None:
         self.weights_label.setText(f"Weights: {self.state.weights_label} · device: "
@@ -242,8 +254,14 @@ class DeblurWidget(QWidget):
         if opts["kernel_prior"] == "glkm" and self.state.weights:
             opts["weights"] = self.state.weights
         if self.nonuniform.isEnabled() and self.nonuniform.isChecked():
-            opts.update(nonuniform=True, grid=self.grid.value())
+            opts.update(nonuniform=True, grid=self.grid.value(),
+                        blur_model=self.blur_model.currentData())
         return opts
+
+    def _nonuniform_toggled(self, on: bool) -> None:
+        enabled = on and self.nonuniform.isEnabled()
+        self.grid.setEnabled(enabled)
+        self.blur_model.setEnabled(enabled)
 
     # -- run / cancel ----------------------------------------------------------------------
     def start(self, layer=None) -> GeneratorWorker | None:

@@ -57,8 +57,10 @@ from .stages import (
     pyramid_sizes,
 )
 from .svola import (
+    LOCAL_MODELS,
     PatchGrid,
     SVOLAConfig,
+    camera_kernel_stage,
     grid_projection_stage,
     local_kernel_stage,
     make_patch_grid,
@@ -357,6 +359,7 @@ def iter_deblur(
     patch_size: int | None = None,
     overlap: float | None = None,
     smoothness: float | None = None,
+    blur_model: str | None = None,
     noise: float | str = "auto",
     saturation: float | str = "auto",
     prior: str | None = None,
@@ -420,6 +423,13 @@ def iter_deblur(
     smoothness:
         Non-uniform mode: weight of the penalty between neighbouring patches' feature maps
         (default 1.0; 0 disables it).
+    blur_model:
+        Non-uniform mode: how the patch kernels are estimated. ``"camera"`` (default): from
+        one camera motion shared by all patches — translation plus in-plane roll, the way a
+        hand-held camera shakes — so every kernel is backed by the whole image; ``"free"``:
+        an independent kernel per patch, projected into the GLKM prior (any smooth blur
+        field, e.g. depth- or object-dependent, but each kernel sees one patch's data);
+        ``"camera+free"``: free patch kernels started from the camera model's.
     noise:
         ``"auto"`` (default): estimate the noise level (robust median of the finest wavelet
         band, :func:`~napari_glkm.backend.noise.estimate_noise`) and adapt to it — the image
@@ -509,13 +519,14 @@ def iter_deblur(
         settings = replace(settings, candidates=None, chosen_eagerly=True)
     if nonuniform:
         opts, patch_grid = _svola_options(opts, prepared.data.shape[:2], kernel_size, grid,
-                                          patch_size, overlap, smoothness)
+                                          patch_size, overlap, smoothness, blur_model)
         # no re-centring in SVOLA mode: the patch kernels are estimated around the global one
         # and blended across patches; measured on the two-kernel test, re-centring the global
         # kernel left the vertical patch kernel behind it (distance 0.358 vs 0.355)
         opts = replace(opts, pyramid=replace(opts.pyramid, center=False))
-    elif any(v is not None for v in (grid, patch_size, overlap, smoothness)):
-        raise ValueError("grid, patch_size, overlap and smoothness need nonuniform=True")
+    elif any(v is not None for v in (grid, patch_size, overlap, smoothness, blur_model)):
+        raise ValueError("grid, patch_size, overlap, smoothness and blur_model need "
+                         "nonuniform=True")
     torch.manual_seed(seed)
     prior = _make_kernel_prior(kernel_size, kernel_prior, weights, seed, dev)
     encoder, init_info = _make_initializer(init, initializer, prior, start_kernel is not None, dev)
@@ -666,8 +677,13 @@ def _make_initializer(init: str, path, prior, warm: bool, dev: torch.device):
 
 
 def _svola_options(opts: DeblurOptions, shape, kernel_size: int, grid, patch_size, overlap,
-                   smoothness) -> tuple[DeblurOptions, PatchGrid]:
+                   smoothness, blur_model=None) -> tuple[DeblurOptions, PatchGrid]:
     cfg = opts.svola
+    if blur_model is not None:
+        if blur_model not in LOCAL_MODELS:
+            raise ValueError(f"blur_model must be one of {', '.join(LOCAL_MODELS)}, "
+                             f"got {blur_model!r}")
+        cfg = replace(cfg, local_model=blur_model)
     if overlap is not None:
         cfg = replace(cfg, overlap=overlap)
     if smoothness is not None:
@@ -893,17 +909,32 @@ def _run(
         t0 = time.perf_counter()
         k_loc = k
         local_pyr = replace(opts.pyramid, refine_iters=0)  # counted by n_local_iterations
-        for loss, k_loc in local_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
-            grid_now[0] = to_grid(k_loc)
-            yield from record("local", loss, lambda: k)
+        model = opts.svola.local_model
+        anchor = k  # what the free patch kernels start from and are pulled towards
+        if model in ("camera", "camera+free"):
+            cam_sigma = None if settings.noise == "off" else sigma
+            for loss, k_loc in camera_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola,
+                                                   noise_sigma=cam_sigma):
+                grid_now[0] = to_grid(k_loc)
+                yield from record("local", loss, lambda: k)
+            anchor = k_loc
+        if model in ("free", "camera+free"):
+            for loss, k_loc in local_kernel_stage(lum, patch_grid, anchor, local_pyr,
+                                                  opts.svola):
+                grid_now[0] = to_grid(k_loc)
+                yield from record("local", loss, lambda: k)
         conf = patch_confidence(lum, patch_grid, opts.svola.anchor_energy).to(k.dtype)
         info["patch_confidence"] = conf.cpu().numpy().reshape(gy, gx)
-        targets = conf[:, None, None, None] * k_loc + (1 - conf[:, None, None, None]) * k
+        if model == "camera":  # a shared model: a flat patch's kernel is backed by the others
+            targets = k_loc
+        else:
+            c4 = conf[:, None, None, None]
+            targets = c4 * k_loc + (1 - c4) * anchor
         grid_now[0] = to_grid(targets)
         timings["local"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         patch_kernels = targets
-        if isinstance(prior, GeneratorKernelPrior):
+        if isinstance(prior, GeneratorKernelPrior) and opts.svola.final_kernel_kind() == "prior":
             gprior = GeneratorKernelPrior(prior.generator, fmap=prior.fmap.detach().expand(
                 patch_grid.n, -1, -1, -1).contiguous(), crop=prior.size)
             for loss in grid_projection_stage(gprior, targets, patch_grid, opts.svola,
@@ -911,9 +942,8 @@ def _run(
                 with torch.no_grad():
                     grid_now[0] = to_grid(gprior())
                 yield from record("glkm-grid", loss, lambda: k)
-            if opts.svola.final_kernel == "prior":
-                with torch.no_grad():
-                    patch_kernels = gprior().detach()
+            with torch.no_grad():
+                patch_kernels = gprior().detach()
         if opts.svola.recentre:
             patch_kernels = recentre_kernels(patch_kernels, k)
         timings["glkm-grid"] = time.perf_counter() - t0

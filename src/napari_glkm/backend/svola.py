@@ -1,7 +1,19 @@
 """Non-uniform (SVOLA) blind deblurring: patch grid, local kernels, joint GLKM projection.
 
 Schedule (global -> local), run by :func:`~napari_glkm.backend.solver.iter_deblur` with
-``nonuniform=True`` after the uniform kernel and GLKM stages:
+``nonuniform=True`` after the uniform kernel and GLKM stages. The local stage has two models
+(``SVOLAConfig.local_model``, the API's ``blur_model``):
+
+**camera** (default) — the patch kernels are views of one camera motion: a density over kernel
+offset and in-plane roll angle, shared by all patches (:class:`MotionDensityMap`,
+:func:`camera_kernel_stage`). Every kernel is backed by the whole image's data, and the
+kernels vary across the image the way a shaken camera's do (translation everywhere, roll
+growing with the distance from the centre). Its kernels are used as estimated
+(``final_kernel="auto"``), re-centred as below.
+
+**free** — the steps below: an independent pixel kernel per patch, projected into the GLKM
+prior. It represents any smooth blur field (depth, moving objects), but each kernel sees only
+its patch's data. ``camera+free`` starts the free kernels from the camera model's.
 
 1. **local** — every patch of a ``gy x gx`` grid (overlapping, see :class:`PatchGrid`) gets a
    pixel kernel by the same L0 / least-squares alternation as the global stage, warm-started
@@ -45,12 +57,18 @@ from .kernel_prior import GeneratorKernelPrior
 from .blur import conv_valid
 from .nonblind import l0_deconv, sparse_deconv_op
 from .safety import DivergenceGuard
-from .stages import PyramidConfig, coarse_to_fine_stage, kernel_centroid
+from .kernel_prior import resize_kernel
+from .stages import (PyramidConfig, _downscale, coarse_to_fine_stage, dilated_support,
+                     kernel_centroid, threshold_kernel)
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
+           "camera_kernel_stage", "camera_noise_lambda", "MotionDensityMap", "roll_geometry",
            "patch_confidence", "grid_projection_stage", "svola_restore", "l0_energy",
            "recentre_kernels", "select_patch_kernels"]
+
+
+LOCAL_MODELS = ("camera", "free", "camera+free")
 
 
 @dataclass(frozen=True)
@@ -85,13 +103,45 @@ class SVOLAConfig:
     projection_steps: int = 300
     projection_lr: float = 2e-2
     chunk: int = 50
-    final_kernel: str = "prior"  # "prior" (G(F_p)) or "estimate" (trusted pixel kernels)
+    # "prior": the patch kernels projected into the GLKM prior (G(F_p), glkm-grid stage);
+    # "estimate": the local stage's kernels as they are; "auto": estimate for the camera
+    # model (already regularised by the shared density), prior for the others
+    final_kernel: str = "auto"
     prox: float = 0.3  # relative pull of the patch kernels towards the global one
     support_radius: int | None = 4  # patch kernel support: global support dilated (px)
     select: bool = False  # per-patch L0-energy model selection (off: it rejects good kernels)
     select_lambda: float = 1e-3
     select_margin: float = 0.02
     recentre: bool = True  # shift patch kernels to the global kernel's centre of mass
+    # local_model "camera": one shared camera-motion density (see camera_kernel_stage);
+    # "free": an independent pixel kernel per patch (local_kernel_stage); "camera+free":
+    # the free patch kernels started from (and pulled towards) the camera model's
+    local_model: str = "camera"
+    roll_arc: float = 8.0  # largest roll arc (px) at the farthest patch centre the model spans
+    roll_penalty: float = 0.3  # pull of the density towards no roll (relative to the data)
+    camera_iters: int = 10  # alternations of the camera model
+    camera_refine: int = 0  # more, with the refine L0 weight and thresholded density
+    camera_levels: int = 1  # pyramid levels of the camera model (the finest last)
+    # first L0 weight of the camera model; None: follows the noise (camera_noise_lambda)
+    camera_lambda: float | None = None
+    camera_prox: float = 1.0  # pull of the density towards its start (the global kernel)
+    fista_iters: int = 100  # projected-gradient steps per density update
+
+    def final_kernel_kind(self) -> str:
+        """``final_kernel`` with ``"auto"`` resolved for ``local_model``."""
+        if self.final_kernel != "auto":
+            return self.final_kernel
+        return "estimate" if self.local_model == "camera" else "prior"
+
+    def __post_init__(self):
+        if self.final_kernel not in ("auto", "prior", "estimate"):
+            raise ValueError(f"final_kernel must be auto, prior or estimate, "
+                             f"got {self.final_kernel!r}")
+        if self.local_model not in LOCAL_MODELS:
+            raise ValueError(f"local_model must be one of {', '.join(LOCAL_MODELS)}, "
+                             f"got {self.local_model!r}")
+        if not (math.isfinite(self.roll_arc) and self.roll_arc >= 0):
+            raise ValueError(f"roll_arc must be a non-negative number, got {self.roll_arc!r}")
 
 
 @dataclass(frozen=True)
@@ -210,17 +260,212 @@ def local_kernel_stage(
     lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, pyramid: PyramidConfig,
     cfg: SVOLAConfig,
 ) -> Iterator[tuple[float, torch.Tensor]]:
-    """Per-patch pixel kernels of gray ``lum`` ``(1, 1, H, W)``, all patches as one batch.
+    """Per-patch pixel kernels of gray ``lum`` ``(1, 1, H, W)``, all patches as one batch,
+    started from and kept near ``k_global`` — ``(1, 1, k, k)``, or ``(P, 1, k, k)``: one per
+    patch (the camera model's, for ``local_model="camera+free"``).
 
     Yields ``(loss, kernels (P, 1, k, k))`` after every alternation; the last is the estimate.
     """
     patches = _patches(lum, grid, pyramid.max_side)
-    init = k_global.expand(grid.n, -1, -1, -1).contiguous()
+    init = k_global.expand(grid.n, -1, -1, -1).contiguous()  # one kernel, or one per patch
     local = replace(pyramid, outer_iters=cfg.outer_iters)
     ref = init if (cfg.prox > 0 or cfg.support_radius is not None) else None
     yield from coarse_to_fine_stage(patches, k_global.shape[-1], local, init=init,
                                     levels=cfg.levels, ref=ref, prox=cfg.prox,
                                     support_radius=cfg.support_radius)
+
+
+def roll_geometry(grid: PatchGrid, roll_arc: float) -> tuple[np.ndarray, np.ndarray]:
+    """Patch centres relative to the image centre ``(P, 2)`` (col, row; pixels) and the roll
+    angles ``(J,)`` (radians) the camera model spans: ``±roll_arc`` pixels of arc at the
+    farthest patch centre, one-pixel steps there. A single bin (no roll) when every patch
+    centre is at the image centre or ``roll_arc`` is 0."""
+    h, w = grid.shape
+    cen = grid.centres.reshape(-1, 2)
+    r = np.stack([cen[:, 1] - (w - 1) / 2, cen[:, 0] - (h - 1) / 2], axis=1)
+    rmax = float(np.hypot(r[:, 0], r[:, 1]).max())
+    if rmax < 1.0 or roll_arc <= 0:
+        return r, np.zeros(1)
+    n = int(math.ceil(roll_arc))
+    return r, np.linspace(-roll_arc / rmax, roll_arc / rmax, 2 * n + 1)
+
+
+class MotionDensityMap:
+    """The linear map from a camera-motion density ``w`` ``(J, s, s)`` — mass ``w_j(d)`` at
+    kernel offset ``d`` and roll angle ``θ_j`` — to the patch kernels ``(P, 1, s, s)``: patch
+    ``p`` (centre ``r_p`` relative to the image centre, complex ``col + 1j row``) receives
+    ``w_j(d)`` at ``d + r_p (exp(1j θ_j) - 1)``, bilinearly; mass moved off the canvas is lost.
+
+    This is the motion density function of Gupta et al. (ECCV 2010) restricted to translation
+    and roll, evaluated at the SVOLA patch centres as in Hirsch et al. (ICCV 2011). A roll
+    centre other than the image centre is the same model with ``w`` moved (to first order in
+    the angle). :meth:`__call__` gathers and :meth:`adjoint` scatters, so the pair is exact.
+    """
+
+    def __init__(self, r: np.ndarray, thetas: np.ndarray, size: int, device=None):
+        self.size, self.n_bins, self.n_patches = size, len(thetas), len(r)
+        v = (r[:, 0] + 1j * r[:, 1])[:, None] * (np.exp(1j * np.asarray(thetas))[None] - 1)
+        ix, iy = np.floor(v.real).astype(int), np.floor(v.imag).astype(int)
+        fx, fy = v.real - ix, v.imag - iy
+        self.margin = m = int(max(np.abs(ix).max(), np.abs(iy).max())) + 2
+        big = size + 2 * m
+        e = torch.arange(size * size, device=device)
+        ey, ex = e // size, e % size
+        idx, wts = [], []
+        for oy, ox, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            sy = torch.as_tensor(iy + oy, device=device)[..., None]  # (P, J, 1)
+            sx = torch.as_tensor(ix + ox, device=device)[..., None]
+            j = torch.arange(self.n_bins, device=device)[None, :, None]
+            idx.append(j * big * big + (ey + m - sy) * big + (ex + m - sx))
+            wts.append(torch.as_tensor(wt, device=device)[..., None].expand_as(idx[-1]))
+        self.index = torch.stack(idx, dim=2)  # (P, J, 4, s*s) into the padded, flat density
+        self._weights = torch.stack(wts, dim=2)
+
+    def _pad(self, w: torch.Tensor) -> torch.Tensor:
+        m = self.margin
+        return torch.nn.functional.pad(w, (m, m, m, m)).reshape(-1)
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        wt = self._weights.to(w.dtype)
+        k = (self._pad(w)[self.index] * wt).sum(dim=(1, 2))
+        return k.reshape(self.n_patches, 1, self.size, self.size)
+
+    def adjoint(self, k: torch.Tensor) -> torch.Tensor:
+        wt = self._weights.to(k.dtype)
+        m, s = self.margin, self.size
+        vals = (k.reshape(self.n_patches, 1, 1, s * s) * wt).reshape(-1)
+        flat = torch.zeros(self.n_bins * (s + 2 * m) ** 2, dtype=k.dtype, device=k.device)
+        flat.index_add_(0, self.index.reshape(-1), vals)
+        return flat.reshape(self.n_bins, s + 2 * m, s + 2 * m)[:, m : m + s, m : m + s]
+
+
+def _nonneg_fista(normal, rhs: torch.Tensor, w0: torch.Tensor, mask: torch.Tensor,
+                  iters: int) -> torch.Tensor:
+    """``argmin_{w >= 0, w = 0 off mask} ½ wᵀ N w - rhsᵀ w`` by accelerated projected gradient
+    (FISTA), started at ``w0``; the step is 1 / (1.05 λ_max(N)) by 15 power iterations."""
+    v = torch.randn(rhs.shape, generator=torch.Generator().manual_seed(0), dtype=rhs.dtype)
+    v = v.to(rhs.device) * mask
+    lip = 1.0
+    for _ in range(15):
+        v = normal(v)
+        lip = float(v.norm())
+        if not math.isfinite(lip) or lip <= 0:
+            return w0
+        v = v / lip
+    step = 1.0 / (1.05 * lip)
+    w, z, t = w0.clone(), w0.clone(), 1.0
+    for _ in range(iters):
+        w_new = (z - step * (normal(z) - rhs)).clamp_min(0) * mask
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        z = w_new + ((t - 1) / t_new) * (w_new - w)
+        w, t = w_new, t_new
+    return w
+
+
+def camera_noise_lambda(sigma: float | None, base: float = 1e-3) -> float:
+    """The camera model's first L0 weight for noise ``sigma``: ``base (σ / 1 %)²`` within
+    ``[base / 10, base]`` (``base`` when the noise is unknown). The L0 latent must not keep
+    noise edges: at 1 % noise (camera benchmark, first 3 images) 1e-3 gave 22.05 dB where 1e-4
+    gave 20.98, and at Levin's 0.3 % 1e-4 gave 33.34 dB on SUBSET8 where 1e-3 gave 33.14
+    (docs/benchmarks.md)."""
+    if sigma is None or not math.isfinite(sigma):
+        return base
+    return float(min(base, max(base / 10, base * (sigma / 0.01) ** 2)))
+
+
+def camera_kernel_stage(
+    lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, pyramid: PyramidConfig,
+    cfg: SVOLAConfig, noise_sigma: float | None = None,
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Patch kernels of gray ``lum`` ``(1, 1, H, W)`` from one camera-motion density shared by
+    all patches (:class:`MotionDensityMap`), started from the global kernel (no roll).
+
+    Alternates, at full resolution on the patches: the L0 latent of every patch with its
+    current kernel, then the density that explains all patches' gradients at once —
+    ``Σ_p ||∇x_p ⋆ (A w)_p - ∇y_p||² + γ ||w||² + s̄ Σ_j (roll_penalty (θ_j / θ_max)²
+    + camera_prox) ||w_j - w⁰_j||²`` (``s̄`` the mean patch gradient energy, ``w⁰`` the start:
+    the global kernel at zero roll) over ``w >= 0`` on the global kernel's support dilated by
+    ``support_radius`` — by :func:`_nonneg_fista`. The L0 weight starts at
+    ``camera_lambda`` (by default :func:`camera_noise_lambda` of ``noise_sigma``) and decays
+    like the pyramid's. Nine patches share one density,
+    so each kernel is backed by the whole image's data and the roll structure; independent
+    patch kernels (``local_model="free"``) are backed by one patch each.
+
+    Yields ``(loss, kernels (P, 1, k, k))`` after every alternation; the last (thresholded)
+    is the estimate.
+    """
+    patches = _patches(lum, grid, pyramid.max_side)
+    s = k_global.shape[-1]
+    r, thetas = roll_geometry(grid, cfg.roll_arc)
+    n_bins = len(thetas)
+    tmax = max(float(np.abs(thetas).max()), 1e-12)
+    roll_w = torch.as_tensor((thetas / tmax) ** 2, dtype=lum.dtype, device=lum.device)
+    radius = cfg.support_radius if cfg.support_radius is not None else s
+    lam0 = camera_noise_lambda(noise_sigma, pyramid.l0_lambda) if cfg.camera_lambda is None \
+        else cfg.camera_lambda
+    k_g = k_global.to(lum.dtype)
+    levels = [max(3, 2 * int(round((s * pyramid.ratio ** i) / 2 - 0.5)) + 1)
+              for i in reversed(range(cfg.camera_levels))]
+    levels[-1] = s
+    w = None
+    loss, k = float("nan"), k_g.expand(grid.n, -1, -1, -1)
+    for si, s_l in enumerate(levels):
+        f = s_l / s
+        ys = patches if s_l == s else _downscale(patches, f, 2 * s_l + 1)
+        f_eff = ys.shape[-1] / patches.shape[-1]
+        amap = MotionDensityMap(r * f_eff, thetas, s_l, device=lum.device)
+        kg_l = resize_kernel(k_g, s_l)
+        mask = dilated_support(kg_l, pyramid.threshold,
+                               max(1, int(round(radius * f))))[0].expand(n_bins, -1, -1)
+        w_start = torch.zeros(n_bins, s_l, s_l, dtype=lum.dtype, device=lum.device)
+        w_start[n_bins // 2] = kg_l[0, 0]
+        if w is None:
+            w = w_start.clone()
+        else:  # the previous level's density, resampled bin by bin
+            mass = w.sum(dim=(-2, -1))
+            w = resize_kernel(w[:, None], s_l)[:, 0] * mass[:, None, None] * mask
+            w = w / w.sum().clamp_min(1e-12)
+        gamma = pyramid.kernel_gamma * ys.shape[-2] * ys.shape[-1] / 255.0**2
+        gyx, gyy = ys[..., :, 1:] - ys[..., :, :-1], ys[..., 1:, :] - ys[..., :-1, :]
+        k = amap(w)
+        lam = lam0
+        last = si == len(levels) - 1
+        n_it = cfg.camera_iters + (cfg.camera_refine if last else 0)
+        for it in range(n_it):
+            refining = it >= cfg.camera_iters
+            if refining:
+                lam = pyramid.refine_lambda
+            x = l0_deconv(ys, k, lam)
+            gxx, gxy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+            energy = float((gxx ** 2).sum() + (gxy ** 2).sum()) / grid.n
+            pen = (gamma + (cfg.roll_penalty * roll_w + cfg.camera_prox) * energy)[:, None, None]
+
+            def normal(v: torch.Tensor) -> torch.Tensor:
+                kk = amap(v)
+                nk = conv_valid(gxx, conv_valid(gxx, kk, method="fft"), method="fft") + \
+                    conv_valid(gxy, conv_valid(gxy, kk, method="fft"), method="fft")
+                return amap.adjoint(nk) * mask + pen * v
+
+            rhs = amap.adjoint(conv_valid(gxx, gyx, method="fft")
+                               + conv_valid(gxy, gyy, method="fft")) * mask
+            if cfg.camera_prox > 0:
+                rhs = rhs + cfg.camera_prox * energy * w_start
+            w_new = _nonneg_fista(normal, rhs, w, mask, cfg.fista_iters)
+            if refining:
+                w_new = torch.where(w_new < pyramid.threshold * w_new.max(),
+                                    torch.zeros_like(w_new), w_new)
+            w_new = w_new / w_new.sum().clamp_min(1e-12)
+            k_new = amap(w_new)
+            k_new = k_new / k_new.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+            res = (conv_valid(gxx, k_new, method="fft") - gyx).pow(2).mean() + \
+                (conv_valid(gxy, k_new, method="fft") - gyy).pow(2).mean()
+            if not (torch.isfinite(k_new).all() and torch.isfinite(res)):
+                break  # keep the last finite density
+            w, k, loss = w_new, k_new, float(res)
+            lam = max(lam / pyramid.l0_lambda_decay, pyramid.l0_lambda_min)
+            yield loss, resize_kernel(k, s) if s_l != s else k
+    yield loss, threshold_kernel(k, pyramid.threshold)
 
 
 def l0_energy(y: torch.Tensor, k: torch.Tensor, lam: float) -> torch.Tensor:
@@ -317,4 +562,9 @@ def svola_restore(
 
 def n_local_iterations(cfg: SVOLAConfig) -> int:
     """Snapshots the local + grid-projection stages yield (for progress totals)."""
-    return cfg.levels * cfg.outer_iters + 1 + math.ceil(cfg.projection_steps / cfg.chunk)
+    local = (cfg.camera_iters * cfg.camera_levels + cfg.camera_refine) \
+        * ("camera" in cfg.local_model) \
+        + cfg.levels * cfg.outer_iters * ("free" in cfg.local_model)
+    if cfg.final_kernel_kind() == "prior":
+        local += math.ceil(cfg.projection_steps / cfg.chunk)
+    return local + 1
