@@ -912,9 +912,7 @@ def _run(
         model = opts.svola.local_model
         anchor = k  # what the free patch kernels start from and are pulled towards
         if model in ("camera", "camera+free"):
-            cam_sigma = None if settings.noise == "off" else sigma
-            for loss, k_loc in camera_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola,
-                                                   noise_sigma=cam_sigma):
+            for loss, k_loc in camera_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
                 grid_now[0] = to_grid(k_loc)
                 yield from record("local", loss, lambda: k)
             anchor = k_loc

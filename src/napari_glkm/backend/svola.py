@@ -63,7 +63,7 @@ from .stages import (PyramidConfig, _downscale, coarse_to_fine_stage, dilated_su
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
-           "camera_kernel_stage", "camera_noise_lambda", "MotionDensityMap", "roll_geometry",
+           "camera_kernel_stage", "MotionDensityMap", "roll_geometry",
            "patch_confidence", "grid_projection_stage", "svola_restore", "l0_energy",
            "recentre_kernels", "select_patch_kernels"]
 
@@ -118,12 +118,15 @@ class SVOLAConfig:
     # the free patch kernels started from (and pulled towards) the camera model's
     local_model: str = "camera"
     roll_arc: float = 8.0  # largest roll arc (px) at the farthest patch centre the model spans
+    max_roll: float = 2.0  # ... and largest roll angle (degrees) either way
     roll_penalty: float = 0.3  # pull of the density towards no roll (relative to the data)
     camera_iters: int = 10  # alternations of the camera model
     camera_refine: int = 0  # more, with the refine L0 weight and thresholded density
-    camera_levels: int = 1  # pyramid levels of the camera model (the finest last)
-    # first L0 weight of the camera model; None: follows the noise (camera_noise_lambda)
-    camera_lambda: float | None = None
+    camera_levels: int = 1  # pyramid levels of the camera model (ratio of the pyramid's)
+    # first L0 weight of the camera model (decays like the pyramid's). Not made to follow the
+    # noise: Levin (σ ≈ 0.3 %) preferred 1e-4, the camera benchmark at 0.3 % noise (σ
+    # estimated 0.4 %) 1e-3 by 0.9 dB (docs/benchmarks.md)
+    camera_lambda: float = 1e-3
     camera_prox: float = 1.0  # pull of the density towards its start (the global kernel)
     fista_iters: int = 100  # projected-gradient steps per density update
 
@@ -275,19 +278,22 @@ def local_kernel_stage(
                                     support_radius=cfg.support_radius)
 
 
-def roll_geometry(grid: PatchGrid, roll_arc: float) -> tuple[np.ndarray, np.ndarray]:
+def roll_geometry(grid: PatchGrid, roll_arc: float,
+                  max_roll: float = 180.0) -> tuple[np.ndarray, np.ndarray]:
     """Patch centres relative to the image centre ``(P, 2)`` (col, row; pixels) and the roll
     angles ``(J,)`` (radians) the camera model spans: ``±roll_arc`` pixels of arc at the
-    farthest patch centre, one-pixel steps there. A single bin (no roll) when every patch
-    centre is at the image centre or ``roll_arc`` is 0."""
+    farthest patch centre but at most ``±max_roll`` degrees, in steps of at most one pixel
+    there. A single bin (no roll) when every patch centre is at the image centre or the span
+    is 0."""
     h, w = grid.shape
     cen = grid.centres.reshape(-1, 2)
     r = np.stack([cen[:, 1] - (w - 1) / 2, cen[:, 0] - (h - 1) / 2], axis=1)
     rmax = float(np.hypot(r[:, 0], r[:, 1]).max())
-    if rmax < 1.0 or roll_arc <= 0:
+    arc = min(roll_arc, rmax * math.radians(max_roll))
+    if rmax < 1.0 or arc <= 0:
         return r, np.zeros(1)
-    n = int(math.ceil(roll_arc))
-    return r, np.linspace(-roll_arc / rmax, roll_arc / rmax, 2 * n + 1)
+    n = int(math.ceil(arc))
+    return r, np.linspace(-arc / rmax, arc / rmax, 2 * n + 1)
 
 
 class MotionDensityMap:
@@ -363,20 +369,9 @@ def _nonneg_fista(normal, rhs: torch.Tensor, w0: torch.Tensor, mask: torch.Tenso
     return w
 
 
-def camera_noise_lambda(sigma: float | None, base: float = 1e-3) -> float:
-    """The camera model's first L0 weight for noise ``sigma``: ``base (σ / 1 %)²`` within
-    ``[base / 10, base]`` (``base`` when the noise is unknown). The L0 latent must not keep
-    noise edges: at 1 % noise (camera benchmark, first 3 images) 1e-3 gave 22.05 dB where 1e-4
-    gave 20.98, and at Levin's 0.3 % 1e-4 gave 33.34 dB on SUBSET8 where 1e-3 gave 33.14
-    (docs/benchmarks.md)."""
-    if sigma is None or not math.isfinite(sigma):
-        return base
-    return float(min(base, max(base / 10, base * (sigma / 0.01) ** 2)))
-
-
 def camera_kernel_stage(
     lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, pyramid: PyramidConfig,
-    cfg: SVOLAConfig, noise_sigma: float | None = None,
+    cfg: SVOLAConfig,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Patch kernels of gray ``lum`` ``(1, 1, H, W)`` from one camera-motion density shared by
     all patches (:class:`MotionDensityMap`), started from the global kernel (no roll).
@@ -386,9 +381,10 @@ def camera_kernel_stage(
     ``Σ_p ||∇x_p ⋆ (A w)_p - ∇y_p||² + γ ||w||² + s̄ Σ_j (roll_penalty (θ_j / θ_max)²
     + camera_prox) ||w_j - w⁰_j||²`` (``s̄`` the mean patch gradient energy, ``w⁰`` the start:
     the global kernel at zero roll) over ``w >= 0`` on the global kernel's support dilated by
-    ``support_radius`` — by :func:`_nonneg_fista`. The L0 weight starts at
-    ``camera_lambda`` (by default :func:`camera_noise_lambda` of ``noise_sigma``) and decays
-    like the pyramid's. Nine patches share one density,
+    ``support_radius`` — by :func:`_nonneg_fista`. The L0 weight starts at ``camera_lambda``
+    on every level and decays like the pyramid's. ``camera_levels`` pyramid levels (kernel
+    sides shrunk by the pyramid's ratio; the density is resampled bin by bin between levels,
+    roll angles are scale-free), the full resolution last. Nine patches share one density,
     so each kernel is backed by the whole image's data and the roll structure; independent
     patch kernels (``local_model="free"``) are backed by one patch each.
 
@@ -397,13 +393,12 @@ def camera_kernel_stage(
     """
     patches = _patches(lum, grid, pyramid.max_side)
     s = k_global.shape[-1]
-    r, thetas = roll_geometry(grid, cfg.roll_arc)
+    r, thetas = roll_geometry(grid, cfg.roll_arc, cfg.max_roll)
     n_bins = len(thetas)
     tmax = max(float(np.abs(thetas).max()), 1e-12)
     roll_w = torch.as_tensor((thetas / tmax) ** 2, dtype=lum.dtype, device=lum.device)
     radius = cfg.support_radius if cfg.support_radius is not None else s
-    lam0 = camera_noise_lambda(noise_sigma, pyramid.l0_lambda) if cfg.camera_lambda is None \
-        else cfg.camera_lambda
+    lam0 = cfg.camera_lambda
     k_g = k_global.to(lum.dtype)
     levels = [max(3, 2 * int(round((s * pyramid.ratio ** i) / 2 - 0.5)) + 1)
               for i in reversed(range(cfg.camera_levels))]
