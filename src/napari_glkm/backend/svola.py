@@ -53,12 +53,11 @@ import numpy as np
 import torch
 
 from .blur import svola_adjoint, svola_blur, svola_windows, svola_windows_1d
-from .kernel_prior import GeneratorKernelPrior
+from .kernel_prior import GeneratorKernelPrior, resize_kernel
 from .blur import conv_valid
 from .nonblind import l0_deconv, sparse_deconv_op
 from .safety import DivergenceGuard
-from .kernel_prior import resize_kernel
-from .stages import (PyramidConfig, _downscale, coarse_to_fine_stage, dilated_support,
+from .stages import (PyramidConfig, _downscale, _grads, coarse_to_fine_stage, dilated_support,
                      kernel_centroid, threshold_kernel)
 from .validation import min_image_side
 
@@ -121,7 +120,6 @@ class SVOLAConfig:
     max_roll: float = 2.0  # ... and largest roll angle (degrees) either way
     roll_penalty: float = 0.3  # pull of the density towards no roll (relative to the data)
     camera_iters: int = 10  # alternations of the camera model
-    camera_refine: int = 0  # more, with the refine L0 weight and thresholded density
     camera_levels: int = 1  # pyramid levels of the camera model (ratio of the pyramid's)
     # first L0 weight of the camera model (decays like the pyramid's). Not made to follow the
     # noise: Levin (σ ≈ 0.3 %) preferred 1e-4, the camera benchmark at 0.3 % noise (σ
@@ -398,14 +396,13 @@ def camera_kernel_stage(
     tmax = max(float(np.abs(thetas).max()), 1e-12)
     roll_w = torch.as_tensor((thetas / tmax) ** 2, dtype=lum.dtype, device=lum.device)
     radius = cfg.support_radius if cfg.support_radius is not None else s
-    lam0 = cfg.camera_lambda
     k_g = k_global.to(lum.dtype)
     levels = [max(3, 2 * int(round((s * pyramid.ratio ** i) / 2 - 0.5)) + 1)
               for i in reversed(range(cfg.camera_levels))]
     levels[-1] = s
     w = None
     loss, k = float("nan"), k_g.expand(grid.n, -1, -1, -1)
-    for si, s_l in enumerate(levels):
+    for s_l in levels:
         f = s_l / s
         ys = patches if s_l == s else _downscale(patches, f, 2 * s_l + 1)
         f_eff = ys.shape[-1] / patches.shape[-1]
@@ -422,17 +419,11 @@ def camera_kernel_stage(
             w = resize_kernel(w[:, None], s_l)[:, 0] * mass[:, None, None] * mask
             w = w / w.sum().clamp_min(1e-12)
         gamma = pyramid.kernel_gamma * ys.shape[-2] * ys.shape[-1] / 255.0**2
-        gyx, gyy = ys[..., :, 1:] - ys[..., :, :-1], ys[..., 1:, :] - ys[..., :-1, :]
+        gyx, gyy = _grads(ys)
         k = amap(w)
-        lam = lam0
-        last = si == len(levels) - 1
-        n_it = cfg.camera_iters + (cfg.camera_refine if last else 0)
-        for it in range(n_it):
-            refining = it >= cfg.camera_iters
-            if refining:
-                lam = pyramid.refine_lambda
-            x = l0_deconv(ys, k, lam)
-            gxx, gxy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+        lam = cfg.camera_lambda
+        for _ in range(cfg.camera_iters):
+            gxx, gxy = _grads(l0_deconv(ys, k, lam))
             energy = float((gxx ** 2).sum() + (gxy ** 2).sum()) / grid.n
             pen = (gamma + (cfg.roll_penalty * roll_w + cfg.camera_prox) * energy)[:, None, None]
 
@@ -447,9 +438,6 @@ def camera_kernel_stage(
             if cfg.camera_prox > 0:
                 rhs = rhs + cfg.camera_prox * energy * w_start
             w_new = _nonneg_fista(normal, rhs, w, mask, cfg.fista_iters)
-            if refining:
-                w_new = torch.where(w_new < pyramid.threshold * w_new.max(),
-                                    torch.zeros_like(w_new), w_new)
             w_new = w_new / w_new.sum().clamp_min(1e-12)
             k_new = amap(w_new)
             k_new = k_new / k_new.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
@@ -557,8 +545,7 @@ def svola_restore(
 
 def n_local_iterations(cfg: SVOLAConfig) -> int:
     """Snapshots the local + grid-projection stages yield (for progress totals)."""
-    local = (cfg.camera_iters * cfg.camera_levels + cfg.camera_refine) \
-        * ("camera" in cfg.local_model) \
+    local = cfg.camera_iters * cfg.camera_levels * ("camera" in cfg.local_model) \
         + cfg.levels * cfg.outer_iters * ("free" in cfg.local_model)
     if cfg.final_kernel_kind() == "prior":
         local += math.ceil(cfg.projection_steps / cfg.chunk)
