@@ -328,3 +328,45 @@ def test_camera_model_run_reports_consistent_progress():
         deblur(img, nonuniform=True, blur_model="rigid")
     with pytest.raises(ValueError, match="need nonuniform"):
         deblur(img, blur_model="camera")
+
+
+def test_camera_lambda_follows_the_noise():
+    """The camera model's L0 schedule: the low-noise pair up to ``noise_ramp[0]`` (and without
+    a noise level), the noisy pair from ``noise_ramp[1]``, linear in between."""
+    from napari_glkm.backend.svola import SVOLAConfig, camera_lambda_schedule
+
+    cfg = SVOLAConfig()
+    low = (cfg.camera_lambda, cfg.camera_lambda_decay)
+    noisy = (cfg.camera_lambda_noisy, cfg.camera_lambda_decay_noisy)
+    assert camera_lambda_schedule(cfg, None) == low
+    assert camera_lambda_schedule(cfg, 0.0) == low
+    assert camera_lambda_schedule(cfg, cfg.noise_ramp[0]) == low
+    assert camera_lambda_schedule(cfg, 0.05) == pytest.approx(noisy)
+    mid = camera_lambda_schedule(cfg, sum(cfg.noise_ramp) / 2)
+    assert mid == pytest.approx(((low[0] + noisy[0]) / 2, (low[1] + noisy[1]) / 2))
+    with pytest.raises(ValueError, match="noise_ramp"):
+        SVOLAConfig(noise_ramp=(0.01, 0.005))
+
+
+def test_camera_model_follows_the_noise_level_of_the_run():
+    """A noisy run (noise given above the ramp) uses the noisy L0 schedule on the raw
+    luminance; a run with noise adaptation off keeps the low-noise schedule and the
+    estimation input; neither changes the user's array."""
+    from napari_glkm.backend.svola import SVOLAConfig
+
+    cfg = SVOLAConfig()
+    img = transform.resize(color.rgb2gray(data.astronaut()), (96, 96),
+                           anti_aliasing=True).astype(np.float32)
+    before = img.copy()
+    noisy = deblur(img, preset="fast", kernel_size=11, iterations=1, nonuniform=True, grid=2,
+                   noise=0.02)
+    sched = noisy.info["camera_schedule"]
+    assert sched["input"] == "raw"
+    assert sched["l0_lambda"] == pytest.approx(cfg.camera_lambda_noisy)
+    assert sched["l0_decay"] == pytest.approx(cfg.camera_lambda_decay_noisy)
+    clean = deblur(img, preset="fast", kernel_size=11, iterations=1, nonuniform=True, grid=2,
+                   noise="off")
+    sched = clean.info["camera_schedule"]
+    assert sched == {"l0_lambda": cfg.camera_lambda, "l0_decay": cfg.camera_lambda_decay,
+                     "input": "estimation"}
+    np.testing.assert_array_equal(img, before)

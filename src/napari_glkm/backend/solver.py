@@ -61,6 +61,7 @@ from .svola import (
     PatchGrid,
     SVOLAConfig,
     camera_kernel_stage,
+    camera_lambda_schedule,
     grid_projection_stage,
     local_kernel_stage,
     make_patch_grid,
@@ -155,7 +156,10 @@ class DeblurStep:
         ``recovered`` (a list with one entry per non-finite step that was undone: stage,
         iteration and the lowered learning rate; empty on a healthy run); in
         non-uniform mode also ``grid`` (gy, gx), ``overlap``, ``patch_shape`` (ph, pw) and
-        ``patch_confidence`` ``(gy, gx)`` (1: the patch's own kernel is trusted).
+        ``patch_confidence`` ``(gy, gx)`` (1: the patch's own kernel is trusted), and with
+        the camera model ``camera_schedule`` (its first L0 weight, the weight's decay per
+        alternation and its ``input``: ``"raw"`` luminance or the denoised ``"estimation"``
+        one; see :func:`~napari_glkm.backend.svola.camera_lambda_schedule`).
     kernel_grid:
         Non-uniform mode: ``(gy, gx, k, k)`` float32 current per-patch kernels (``None``
         before the local stage and in uniform mode).
@@ -912,7 +916,19 @@ def _run(
         model = opts.svola.local_model
         anchor = k  # what the free patch kernels start from and are pulled towards
         if model in ("camera", "camera+free"):
-            for loss, k_loc in camera_kernel_stage(lum, patch_grid, k, local_pyr, opts.svola):
+            noise = None if settings.noise == "off" else sigma
+            # on the noise ramp the camera model fits the luminance as it is: its larger L0
+            # weight copes with the noise, and the pre-estimation denoising changes the blur
+            # the density must explain (docs/benchmarks.md, Non-uniform)
+            raw = opts.svola.camera_raw and noise is not None and \
+                noise > opts.svola.noise_ramp[0]
+            cam_lum = torch.from_numpy(np.ascontiguousarray(lum_np))[None, None].to(lum) \
+                if raw else lum
+            lam0, decay = camera_lambda_schedule(opts.svola, noise)
+            info["camera_schedule"] = {"l0_lambda": lam0, "l0_decay": decay,
+                                       "input": "raw" if raw else "estimation"}
+            for loss, k_loc in camera_kernel_stage(cam_lum, patch_grid, k, local_pyr,
+                                                   opts.svola, noise=noise):
                 grid_now[0] = to_grid(k_loc)
                 yield from record("local", loss, lambda: k)
             anchor = k_loc
