@@ -408,8 +408,9 @@ def camera_kernel_stage(
     ``Σ_p ||∇x_p ⋆ (A w)_p - ∇y_p||² + γ ||w||² + s̄ Σ_j (roll_penalty (θ_j / θ_max)²
     + camera_prox) ||w_j - w⁰_j||²`` (``s̄`` the mean patch gradient energy, ``w⁰`` the start:
     the global kernel at zero roll) over ``w >= 0`` on the global kernel's support dilated by
-    ``support_radius`` — by :func:`_nonneg_fista`. The L0 weight starts at ``camera_lambda``
-    on every level and decays like the pyramid's. ``camera_levels`` pyramid levels (kernel
+    ``support_radius`` — by :func:`_nonneg_fista`. The L0 weight and its decay per
+    alternation follow the image's ``noise`` σ (:func:`camera_lambda_schedule`; ``None``:
+    the low-noise pair), restarting on every level. ``camera_levels`` pyramid levels (kernel
     sides shrunk by the pyramid's ratio; the density is resampled bin by bin between levels,
     roll angles are scale-free), the full resolution last. Nine patches share one density,
     so each kernel is backed by the whole image's data and the roll structure; independent
