@@ -60,6 +60,7 @@ from .svola import (
     LOCAL_MODELS,
     PatchGrid,
     SVOLAConfig,
+    camera_input_is_raw,
     camera_kernel_stage,
     camera_lambda_schedule,
     grid_projection_stage,
@@ -920,8 +921,7 @@ def _run(
             # on the noise ramp the camera model fits the luminance as it is: its larger L0
             # weight copes with the noise, and the pre-estimation denoising changes the blur
             # the density must explain (docs/benchmarks.md, Non-uniform)
-            raw = opts.svola.camera_raw and noise is not None and \
-                noise > opts.svola.noise_ramp[0]
+            raw = camera_input_is_raw(opts.svola, noise)
             cam_lum = torch.from_numpy(np.ascontiguousarray(lum_np))[None, None].to(lum) \
                 if raw else lum
             lam0, decay = camera_lambda_schedule(opts.svola, noise)

@@ -62,7 +62,8 @@ from .stages import (PyramidConfig, _downscale, _grads, coarse_to_fine_stage, di
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
-           "camera_kernel_stage", "camera_lambda_schedule", "MotionDensityMap", "roll_geometry",
+           "camera_kernel_stage", "camera_lambda_schedule", "camera_input_is_raw",
+           "MotionDensityMap", "roll_geometry",
            "patch_confidence", "grid_projection_stage", "svola_restore", "l0_energy",
            "recentre_kernels", "select_patch_kernels"]
 
@@ -394,6 +395,12 @@ def camera_lambda_schedule(cfg: SVOLAConfig, sigma: float | None) -> tuple[float
     return (cfg.camera_lambda + t * (cfg.camera_lambda_noisy - cfg.camera_lambda),
             cfg.camera_lambda_decay + t * (cfg.camera_lambda_decay_noisy
                                            - cfg.camera_lambda_decay))
+
+
+def camera_input_is_raw(cfg: SVOLAConfig, sigma: float | None) -> bool:
+    """Whether the camera model fits the raw luminance at noise ``sigma`` (``camera_raw`` and
+    ``sigma`` on the noise ramp, past its start) rather than the denoised estimation input."""
+    return cfg.camera_raw and sigma is not None and float(sigma) > cfg.noise_ramp[0]
 
 
 def camera_kernel_stage(
