@@ -46,7 +46,7 @@ ours (docs/algorithm.md, "Non-uniform blur").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -62,13 +62,17 @@ from .stages import (PyramidConfig, _downscale, _grads, coarse_to_fine_stage, di
 from .validation import min_image_side
 
 __all__ = ["SVOLAConfig", "PatchGrid", "make_patch_grid", "local_kernel_stage",
-           "camera_kernel_stage", "camera_lambda_schedule", "camera_input_is_raw",
+           "camera_kernel_stage", "camera_lambda_schedule", "LatentFn", "camera_input_is_raw",
            "MotionDensityMap", "roll_geometry",
            "patch_confidence", "grid_projection_stage", "svola_restore", "l0_energy",
            "recentre_kernels", "select_patch_kernels"]
 
 
 LOCAL_MODELS = ("camera", "free", "camera+free")
+
+# the camera model's latent: (patches (P, 1, h, w), kernels (P, 1, s, s), L0 weight) -> the
+# sharp patches (P, 1, h + s - 1, w + s - 1) (see camera_kernel_stage)
+LatentFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -405,7 +409,7 @@ def camera_input_is_raw(cfg: SVOLAConfig, sigma: float | None) -> bool:
 
 def camera_kernel_stage(
     lum: torch.Tensor, grid: PatchGrid, k_global: torch.Tensor, pyramid: PyramidConfig,
-    cfg: SVOLAConfig, noise: float | None = None,
+    cfg: SVOLAConfig, noise: float | None = None, latent: LatentFn | None = None,
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """Patch kernels of gray ``lum`` ``(1, 1, H, W)`` from one camera-motion density shared by
     all patches (:class:`MotionDensityMap`), started from the global kernel (no roll).
@@ -423,9 +427,17 @@ def camera_kernel_stage(
     so each kernel is backed by the whole image's data and the roll structure; independent
     patch kernels (``local_model="free"``) are backed by one patch each.
 
+    ``latent(patches, kernels, lam)`` replaces the L0 latent (:func:`l0_deconv`, the
+    default): it gets the level's patches ``(P, 1, h, w)``, the current patch kernels
+    ``(P, 1, s, s)`` and the L0 weight, and returns the sharp patches ``(P, 1, h + s - 1,
+    w + s - 1)`` that :func:`conv_valid` maps onto the patches. The latent is what limits this
+    stage (docs/benchmarks.md, "Which latent the camera model needs"); the hook lets another
+    image prior, or a diagnostic with the true sharp image, take its place.
+
     Yields ``(loss, kernels (P, 1, k, k))`` after every alternation; the last (thresholded)
     is the estimate.
     """
+    latent = l0_deconv if latent is None else latent
     patches = _patches(lum, grid, pyramid.max_side)
     s = k_global.shape[-1]
     r, thetas = roll_geometry(grid, cfg.roll_arc, cfg.max_roll)
@@ -461,7 +473,12 @@ def camera_kernel_stage(
         k = amap(w)
         lam = lam0
         for _ in range(cfg.camera_iters):
-            gxx, gxy = _grads(l0_deconv(ys, k, lam))
+            x = latent(ys, k, lam)
+            if x.shape[-2:] != (ys.shape[-2] + s_l - 1, ys.shape[-1] + s_l - 1):
+                raise ValueError(f"the latent must be {ys.shape[-2] + s_l - 1}x"
+                                 f"{ys.shape[-1] + s_l - 1} per patch, got "
+                                 f"{tuple(x.shape[-2:])}")
+            gxx, gxy = _grads(x)
             energy = float((gxx ** 2).sum() + (gxy ** 2).sum()) / grid.n
             pen = (gamma + (cfg.roll_penalty * roll_w + cfg.camera_prox) * energy)[:, None, None]
 
