@@ -96,19 +96,24 @@ def true_kernels_at(seed: int, shape: tuple[int, int], centres: np.ndarray,
     return np.stack([rotate_kernel(k0, max_angle * (a + b) / 2) for a, b in zip(u, v)])
 
 
-def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float,
-              field_kind: str = "rotation", shift: float = 18.0, roll: float = 12.0):
-    """Sharp truth, blurry image (``(crop, crop)``; ``crop=0``: the whole photo less the
-    kernel margin) and the true kernel field: ``(grid, grid, 31, 31)`` for ``rotation``, the
-    :class:`~napari_glkm.backend.trajectories.CameraShake` for ``camera``."""
+def load_sharp(path: Path, crop: int) -> np.ndarray:
+    """The sharp gray photo a case is blurred from: the centre ``crop + 30`` square (``crop=0``:
+    the whole photo), i.e. the truth plus the kernel margin of ``K // 2`` pixels per side."""
     img = io.imread(path)
     gray = color.rgb2gray(img) if img.ndim == 3 else img / 255.0
     if crop:
         side = crop + K - 1
         r0, c0 = (gray.shape[0] - side) // 2, (gray.shape[1] - side) // 2
-        sharp = gray[r0 : r0 + side, c0 : c0 + side].astype(np.float64)
-    else:  # the whole photo (481 x 321 or 321 x 481)
-        sharp = gray.astype(np.float64)
+        return gray[r0 : r0 + side, c0 : c0 + side].astype(np.float64)
+    return gray.astype(np.float64)  # the whole photo (481 x 321 or 321 x 481)
+
+
+def make_case(path: Path, crop: int, seed: int, max_angle: float, noise: float,
+              field_kind: str = "rotation", shift: float = 18.0, roll: float = 12.0):
+    """Sharp truth, blurry image (``(crop, crop)``; ``crop=0``: the whole photo less the
+    kernel margin) and the true kernel field: ``(grid, grid, 31, 31)`` for ``rotation``, the
+    :class:`~napari_glkm.backend.trajectories.CameraShake` for ``camera``."""
+    sharp = load_sharp(path, crop)
     out_shape = (sharp.shape[0] - K + 1, sharp.shape[1] - K + 1)
     if field_kind == "camera":
         radius = float(np.hypot((out_shape[0] - 1) / 2, (out_shape[1] - 1) / 2))
